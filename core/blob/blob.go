@@ -6,7 +6,9 @@ package blob
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -19,7 +21,30 @@ var (
 	// ErrNoPresign means the engine cannot make presigned URLs (a local
 	// directory): the caller serves or accepts the bytes itself.
 	ErrNoPresign = errors.New("blob: presigned URLs not supported")
+	// ErrInvalidKey means the key breaks the syntax CheckKey enforces.
+	ErrInvalidKey = errors.New("blob: invalid key")
 )
+
+// CheckKey enforces the key syntax every store shares: non-empty
+// slash-separated segments of [A-Za-z0-9._-], none of them "." or "..", at
+// most 1024 bytes in all.
+func CheckKey(key string) error {
+	if key == "" || len(key) > 1024 {
+		return fmt.Errorf("%w %q", ErrInvalidKey, key)
+	}
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-' || c == '/') {
+			return fmt.Errorf("%w %q", ErrInvalidKey, key)
+		}
+	}
+	for seg := range strings.SplitSeq(key, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return fmt.Errorf("%w %q", ErrInvalidKey, key)
+		}
+	}
+	return nil
+}
 
 // Info describes a stored object.
 type Info struct {

@@ -1,7 +1,7 @@
 // Package queue is the port for work queues: at-least-once delivery with a
 // visibility timeout, dead-lettering after a number of receives, and FIFO
 // groups (messages of one group are delivered in order, one in flight at a
-// time). It is what SQS offers; infra/sqs adapts SQS and infra/bolt provides
+// time). It is what SQS offers; infra/sqs adapts SQS and infra/boltqueue provides
 // a durable embedded queue with the same semantics. Both pass the contract
 // suite in core/queue/queuetest.
 package queue

@@ -22,7 +22,7 @@ const (
 	MaxItemSize  = 400 * 1024      // bytes, as counted by ItemSize
 	MaxTxItems   = 100             // operations in one Transact call
 	MaxTxBytes   = 4 * 1024 * 1024 // sum of ItemSize over a transaction's puts
-	MaxPageBytes = 1024 * 1024     // a Query page stops once it holds this much
+	MaxPageBytes = 1024 * 1024     // a Query page never holds more than this (but at least one item)
 	MaxKeyBytes  = 1024            // partition key (2048 for DynamoDB; 1024 for sort keys); we use 1024 for both
 	MaxBatchGet  = 100             // keys in one underlying BatchGetItem (engines chunk GetMany)
 )
@@ -296,7 +296,7 @@ type Query struct {
 	Reverse bool
 	// Limit caps the items in one page (0 = as many as fit in MaxPageBytes).
 	Limit int
-	// Cursor continues from a previous Page.Next.
+	// Cursor continues from a previous Page.Next of the same query.
 	Cursor string
 }
 
@@ -341,8 +341,8 @@ type Table interface {
 	// Deleting a missing item with no condition succeeds.
 	Delete(ctx context.Context, k Key, c Cond) error
 	// Add adds delta to the item's Num atomically, creating the item (with
-	// Num = delta and no other attributes) if it does not exist, and returns
-	// the new Num.
+	// Num = delta and no other attributes) if it does not exist or has
+	// expired, and returns the new Num.
 	Add(ctx context.Context, k Key, delta int64) (int64, error)
 	// Transact applies all operations or none. If a condition fails it returns
 	// a *TxError naming the operation.

@@ -1,0 +1,46 @@
+# Cirrus — a serverless Matrix homeserver.
+#   make run    a homeserver on http://127.0.0.1:8008 with the embedded store
+#   make test   everything CI runs (starts and stops the local AWS stand-ins)
+#   make bench  the benchmark harness (see BENCHMARKS.md)
+#   make build  one bootstrap per Lambda function (linux/arm64), as sam build expects
+#   make deploy sam deploy with samconfig.toml
+
+# pdu/eventauth in mautrix need Go 1.27; the go command fetches this
+# toolchain from the Go module proxy on first use.
+export GOTOOLCHAIN := go1.27.3
+export GOFLAGS := -buildvcs=false
+
+GO ?= go
+STANDINS := scripts/standins/standins.sh
+STANDINS_RUN_DIR ?= $(CURDIR)/scripts/standins/.run
+export STANDINS_RUN_DIR
+
+.PHONY: run test unit vet fmt-check bench build deploy clean
+
+# The dev server: registration is open because it listens on loopback only.
+run:
+	CIRRUS_SERVER_NAME=$${CIRRUS_SERVER_NAME:-localhost:8008} \
+	CIRRUS_REGISTRATION=$${CIRRUS_REGISTRATION:-open} \
+	CIRRUS_DATA_DIR=$${CIRRUS_DATA_DIR:-./data} \
+	$(GO) run ./functions/homeserver
+
+test: fmt-check vet
+	@set -e; \
+	trap '$(STANDINS) stop' EXIT; \
+	eval "$$($(STANDINS) start)"; \
+	CIRRUS_BCRYPT_COST=4 $(GO) test -race -count=1 -timeout 20m ./...
+
+unit:
+	$(GO) test -count=1 ./...
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+clean:
+	rm -rf .aws-sam bin
+
+-include build.mk

@@ -1,0 +1,476 @@
+// Package accounts keeps users, their devices and access tokens, and the
+// sessions of user-interactive authentication, in the table port.
+//
+// Keys (see ARCHITECTURE.md, "Key schema"):
+//
+//	user#<@user:server>   account          the account (password hash, flags)
+//	user#<@user:server>   device#<id>      one device (name, token key, last seen)
+//	token#<sha256(token)> token            access token → user, device
+//	uia#<session>         uia              a UIA session (TTL)
+//
+// Access tokens are stored only as SHA-256 hashes, so a leaked table gives
+// no usable token, and looking a token up by its hash leaks nothing through
+// timing that would help guess it.
+package accounts
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/cirrus-matrix/cirrus/core/httpapi"
+	"github.com/cirrus-matrix/cirrus/core/table"
+)
+
+// Service is the accounts repository and its rules.
+type Service struct {
+	T          table.Table
+	ServerName string
+	// BcryptCost is the password hashing cost (bcrypt.DefaultCost if 0).
+	BcryptCost int
+	Now        func() time.Time
+}
+
+// Account is what we keep about a user.
+type Account struct {
+	PasswordHash string `json:"password_hash,omitempty"`
+	CreatedMS    int64  `json:"created_ts"`
+	Guest        bool   `json:"guest,omitempty"`
+	Deactivated  bool   `json:"deactivated,omitempty"`
+	Admin        bool   `json:"admin,omitempty"`
+}
+
+// Device is one login of a user.
+type Device struct {
+	ID           id.DeviceID `json:"device_id"`
+	DisplayName  string      `json:"display_name,omitempty"`
+	TokenKey     string      `json:"token_key,omitempty"`
+	LastSeenMS   int64       `json:"last_seen_ts,omitempty"`
+	LastSeenIP   string      `json:"last_seen_ip,omitempty"`
+	CreatedMS    int64       `json:"created_ts"`
+	RefreshKey   string      `json:"refresh_key,omitempty"`
+	TokenExpires int64       `json:"token_expires_ts,omitempty"`
+}
+
+// tokenRecord is the token → owner item.
+type tokenRecord struct {
+	UserID    id.UserID   `json:"user_id"`
+	DeviceID  id.DeviceID `json:"device_id"`
+	Guest     bool        `json:"guest,omitempty"`
+	ExpiresMS int64       `json:"expires_ts,omitempty"`
+}
+
+// Session is the result of a login or registration.
+type Session struct {
+	UserID       id.UserID
+	DeviceID     id.DeviceID
+	AccessToken  string
+	RefreshToken string
+	ExpiresInMS  int64
+}
+
+// Item keys.
+func userPK(u id.UserID) string        { return "user#" + string(u) }
+func accountKey(u id.UserID) table.Key { return table.Key{PK: userPK(u), SK: "account"} }
+func deviceKey(u id.UserID, d id.DeviceID) table.Key {
+	return table.Key{PK: userPK(u), SK: "device#" + string(d)}
+}
+func tokenKey(hash string) table.Key { return table.Key{PK: "token#" + hash, SK: "token"} }
+
+// HashToken is the stored form of an access token.
+func HashToken(tok string) string {
+	h := sha256.Sum256([]byte(tok))
+	return hex.EncodeToString(h[:])
+}
+
+// NewToken returns a random opaque token with a readable prefix.
+func NewToken(prefix string) string {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return prefix + base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// NewDeviceID returns a random device id of ten upper-case letters.
+func NewDeviceID() id.DeviceID {
+	const letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	var b [10]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	for i := range b {
+		b[i] = letters[int(b[i])%len(letters)]
+	}
+	return id.DeviceID(b[:])
+}
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+// UserID builds a local user id from a localpart, validating it against the
+// spec's grammar for new users.
+func (s *Service) UserID(localpart string) (id.UserID, error) {
+	localpart = strings.ToLower(localpart)
+	if err := id.ValidateUserLocalpart(localpart); err != nil {
+		return "", httpapi.InvalidUsername("user ID localpart may only contain a-z, 0-9, . _ = - / +")
+	}
+	u := id.NewUserID(localpart, s.ServerName)
+	if len(u) > 255 {
+		return "", httpapi.InvalidUsername("user ID is longer than 255 bytes")
+	}
+	return u, nil
+}
+
+// ResolveUser turns a login identifier (a localpart or a full user id of this
+// server) into a user id.
+func (s *Service) ResolveUser(user string) (id.UserID, error) {
+	if strings.HasPrefix(user, "@") {
+		u := id.UserID(user)
+		local, server, err := u.Parse()
+		if err != nil || server != s.ServerName {
+			return "", httpapi.Forbidden("invalid username or password")
+		}
+		return id.NewUserID(strings.ToLower(local), s.ServerName), nil
+	}
+	return id.NewUserID(strings.ToLower(user), s.ServerName), nil
+}
+
+// Available reports whether a localpart can still be registered.
+func (s *Service) Available(ctx context.Context, u id.UserID) (bool, error) {
+	_, err := s.T.Get(ctx, accountKey(u))
+	if errors.Is(err, table.ErrNotFound) {
+		return true, nil
+	}
+	return false, err
+}
+
+// GetAccount loads an account (httpapi NotFound if missing).
+func (s *Service) GetAccount(ctx context.Context, u id.UserID) (*Account, error) {
+	it, err := s.T.Get(ctx, accountKey(u))
+	if errors.Is(err, table.ErrNotFound) {
+		return nil, httpapi.NotFound("no such user")
+	}
+	if err != nil {
+		return nil, err
+	}
+	var a Account
+	if err := json.Unmarshal(it.Data, &a); err != nil {
+		return nil, fmt.Errorf("account %s: %w", u, err)
+	}
+	return &a, nil
+}
+
+// LoginOptions are the device-related choices of a login or registration.
+type LoginOptions struct {
+	DeviceID    id.DeviceID
+	DisplayName string
+	IP          string
+	// TokenLifetime, if > 0, makes the access token expire and issues a
+	// refresh token.
+	TokenLifetime time.Duration
+}
+
+// Register creates the account and, unless inhibitLogin, its first device
+// and token, in one transaction: a taken name is M_USER_IN_USE.
+func (s *Service) Register(ctx context.Context, u id.UserID, password string, guest, inhibitLogin bool, lo LoginOptions) (*Session, error) {
+	acct := Account{CreatedMS: s.now().UnixMilli(), Guest: guest}
+	if password != "" {
+		h, err := s.hash(password)
+		if err != nil {
+			return nil, err
+		}
+		acct.PasswordHash = h
+	}
+	data, _ := json.Marshal(acct)
+	ops := []table.Op{table.Put(table.Item{PK: accountKey(u).PK, SK: accountKey(u).SK, Data: data}, table.IfNotExists())}
+	var sess *Session
+	if !inhibitLogin {
+		var devOps []table.Op
+		sess, devOps = s.newLogin(u, guest, lo, nil)
+		ops = append(ops, devOps...)
+	}
+	err := s.T.Transact(ctx, ops)
+	var txe *table.TxError
+	if errors.As(err, &txe) && txe.Index == 0 {
+		return nil, httpapi.UserInUse("user ID already taken")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if sess == nil {
+		sess = &Session{UserID: u}
+	}
+	return sess, nil
+}
+
+func (s *Service) hash(password string) (string, error) {
+	if len(password) > 72 {
+		// bcrypt only reads 72 bytes; pre-hash longer passwords so every byte counts.
+		sum := sha256.Sum256([]byte(password))
+		password = base64.StdEncoding.EncodeToString(sum[:])
+	}
+	cost := s.BcryptCost
+	if cost == 0 {
+		cost = bcrypt.DefaultCost
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte(password), cost)
+	return string(h), err
+}
+
+func checkPassword(hash, password string) bool {
+	if len(password) > 72 {
+		sum := sha256.Sum256([]byte(password))
+		password = base64.StdEncoding.EncodeToString(sum[:])
+	}
+	return bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) == nil
+}
+
+// newLogin builds the items of a new token for a device; old is the device's
+// previous record if it exists (its token is revoked in the same transaction).
+func (s *Service) newLogin(u id.UserID, guest bool, lo LoginOptions, old *Device) (*Session, []table.Op) {
+	now := s.now()
+	dev := lo.DeviceID
+	if dev == "" {
+		dev = NewDeviceID()
+	}
+	tok := NewToken("syt_")
+	tk := HashToken(tok)
+	rec := tokenRecord{UserID: u, DeviceID: dev, Guest: guest}
+	sess := &Session{UserID: u, DeviceID: dev, AccessToken: tok}
+	tokItem := table.Item{PK: tokenKey(tk).PK, SK: "token"}
+	d := Device{ID: dev, DisplayName: lo.DisplayName, TokenKey: tk, CreatedMS: now.UnixMilli(), LastSeenMS: now.UnixMilli(), LastSeenIP: lo.IP}
+	if old != nil {
+		d.CreatedMS = old.CreatedMS
+		if d.DisplayName == "" {
+			d.DisplayName = old.DisplayName
+		}
+	}
+	if lo.TokenLifetime > 0 {
+		exp := now.Add(lo.TokenLifetime)
+		rec.ExpiresMS = exp.UnixMilli()
+		tokItem.TTL = exp.Add(time.Hour).Unix() // kept a little longer so expiry is reported as such
+		sess.ExpiresInMS = lo.TokenLifetime.Milliseconds()
+		sess.RefreshToken = NewToken("syr_")
+		d.RefreshKey = HashToken(sess.RefreshToken)
+		d.TokenExpires = rec.ExpiresMS
+	}
+	tokItem.Data, _ = json.Marshal(rec)
+	devData, _ := json.Marshal(d)
+	dk := deviceKey(u, dev)
+	ops := []table.Op{
+		table.Put(tokItem, table.IfNotExists()),
+		table.Put(table.Item{PK: dk.PK, SK: dk.SK, Data: devData}, table.Cond{}),
+	}
+	if old != nil && old.TokenKey != "" {
+		ops = append(ops, table.Delete(tokenKey(old.TokenKey), table.Cond{}))
+	}
+	if d.RefreshKey != "" {
+		rk := table.Key{PK: "refresh#" + d.RefreshKey, SK: "refresh"}
+		rdata, _ := json.Marshal(tokenRecord{UserID: u, DeviceID: dev, Guest: guest})
+		ops = append(ops, table.Put(table.Item{PK: rk.PK, SK: rk.SK, Data: rdata}, table.IfNotExists()))
+	}
+	if old != nil && old.RefreshKey != "" {
+		ops = append(ops, table.Delete(table.Key{PK: "refresh#" + old.RefreshKey, SK: "refresh"}, table.Cond{}))
+	}
+	return sess, ops
+}
+
+// CheckPassword verifies a user's password; any failure is the same
+// M_FORBIDDEN so that it does not reveal which users exist.
+func (s *Service) CheckPassword(ctx context.Context, u id.UserID, password string) (*Account, error) {
+	a, err := s.GetAccount(ctx, u)
+	var he *httpapi.Error
+	if errors.As(err, &he) {
+		return nil, httpapi.Forbidden("invalid username or password")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if a.PasswordHash == "" || !checkPassword(a.PasswordHash, password) {
+		return nil, httpapi.Forbidden("invalid username or password")
+	}
+	if a.Deactivated {
+		return nil, httpapi.UserDeactivated("this account has been deactivated")
+	}
+	return a, nil
+}
+
+// Login issues a new access token on a device (an existing device id gets
+// its old token revoked).
+func (s *Service) Login(ctx context.Context, u id.UserID, guest bool, lo LoginOptions) (*Session, error) {
+	var old *Device
+	if lo.DeviceID != "" {
+		d, err := s.GetDevice(ctx, u, lo.DeviceID)
+		if err == nil {
+			old = d
+		} else if !errors.Is(err, table.ErrNotFound) {
+			return nil, err
+		}
+	}
+	sess, ops := s.newLogin(u, guest, lo, old)
+	if err := s.T.Transact(ctx, ops); err != nil {
+		return nil, err
+	}
+	return sess, nil
+}
+
+// GetDevice loads one device (table.ErrNotFound if missing).
+func (s *Service) GetDevice(ctx context.Context, u id.UserID, d id.DeviceID) (*Device, error) {
+	it, err := s.T.Get(ctx, deviceKey(u, d))
+	if err != nil {
+		return nil, err
+	}
+	var dev Device
+	if err := json.Unmarshal(it.Data, &dev); err != nil {
+		return nil, err
+	}
+	return &dev, nil
+}
+
+// Devices lists a user's devices.
+func (s *Service) Devices(ctx context.Context, u id.UserID) ([]Device, error) {
+	var out []Device
+	q := table.Query{PK: userPK(u), Prefix: "device#"}
+	for {
+		p, err := s.T.Query(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		for _, it := range p.Items {
+			var d Device
+			if err := json.Unmarshal(it.Data, &d); err != nil {
+				return nil, err
+			}
+			out = append(out, d)
+		}
+		if p.Next == "" {
+			return out, nil
+		}
+		q.Cursor = p.Next
+	}
+}
+
+// Authenticate implements httpapi.Authenticator with one table read.
+func (s *Service) Authenticate(ctx context.Context, token string) (*httpapi.Caller, error) {
+	tk := HashToken(token)
+	it, err := s.T.Get(ctx, tokenKey(tk))
+	if errors.Is(err, table.ErrNotFound) {
+		return nil, httpapi.UnknownToken("unknown access token")
+	}
+	if err != nil {
+		return nil, err
+	}
+	var rec tokenRecord
+	if err := json.Unmarshal(it.Data, &rec); err != nil {
+		return nil, err
+	}
+	if rec.ExpiresMS != 0 && rec.ExpiresMS <= s.now().UnixMilli() {
+		return nil, httpapi.UnknownToken("access token has expired").With("soft_logout", true)
+	}
+	return &httpapi.Caller{UserID: rec.UserID, DeviceID: rec.DeviceID, IsGuest: rec.Guest, TokenKey: tk}, nil
+}
+
+// DeleteDevice removes a device and revokes its tokens.
+func (s *Service) DeleteDevice(ctx context.Context, u id.UserID, d id.DeviceID) error {
+	dev, err := s.GetDevice(ctx, u, d)
+	if errors.Is(err, table.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return s.T.Transact(ctx, deleteDeviceOps(u, dev))
+}
+
+func deleteDeviceOps(u id.UserID, dev *Device) []table.Op {
+	ops := []table.Op{table.Delete(deviceKey(u, dev.ID), table.Cond{})}
+	if dev.TokenKey != "" {
+		ops = append(ops, table.Delete(tokenKey(dev.TokenKey), table.Cond{}))
+	}
+	if dev.RefreshKey != "" {
+		ops = append(ops, table.Delete(table.Key{PK: "refresh#" + dev.RefreshKey, SK: "refresh"}, table.Cond{}))
+	}
+	return ops
+}
+
+// DeleteAllDevices removes every device of the user (all tokens revoked),
+// except keep if it is not empty.
+func (s *Service) DeleteAllDevices(ctx context.Context, u id.UserID, keep id.DeviceID) error {
+	devs, err := s.Devices(ctx, u)
+	if err != nil {
+		return err
+	}
+	var ops []table.Op
+	flush := func() error {
+		if len(ops) == 0 {
+			return nil
+		}
+		err := s.T.Transact(ctx, ops)
+		ops = ops[:0]
+		return err
+	}
+	for i := range devs {
+		if devs[i].ID == keep {
+			continue
+		}
+		more := deleteDeviceOps(u, &devs[i])
+		if len(ops)+len(more) > table.MaxTxItems {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		ops = append(ops, more...)
+	}
+	return flush()
+}
+
+// Refresh exchanges a refresh token for a new access token (and a new
+// refresh token); the old ones stop working.
+func (s *Service) Refresh(ctx context.Context, refreshToken string, lifetime time.Duration) (*Session, error) {
+	rk := HashToken(refreshToken)
+	it, err := s.T.Get(ctx, table.Key{PK: "refresh#" + rk, SK: "refresh"})
+	if errors.Is(err, table.ErrNotFound) {
+		return nil, httpapi.UnknownToken("unknown refresh token")
+	}
+	if err != nil {
+		return nil, err
+	}
+	var rec tokenRecord
+	if err := json.Unmarshal(it.Data, &rec); err != nil {
+		return nil, err
+	}
+	old, err := s.GetDevice(ctx, rec.UserID, rec.DeviceID)
+	if err != nil || old.RefreshKey != rk {
+		return nil, httpapi.UnknownToken("unknown refresh token")
+	}
+	sess, ops := s.newLogin(rec.UserID, rec.Guest, LoginOptions{DeviceID: rec.DeviceID, TokenLifetime: lifetime}, old)
+	// Guard against two concurrent refreshes of the same token both winning:
+	// only the one that still finds the old refresh token may delete it.
+	for i := range ops {
+		if ops[i].Kind == table.OpDelete && ops[i].Key.PK == "refresh#"+rk {
+			ops[i].Cond = table.IfExists()
+		}
+	}
+	if err := s.T.Transact(ctx, ops); err != nil {
+		if errors.Is(err, table.ErrConditionFailed) {
+			return nil, httpapi.UnknownToken("refresh token already used")
+		}
+		return nil, err
+	}
+	return sess, nil
+}

@@ -1,0 +1,113 @@
+// Package server assembles the homeserver from its parts: it owns the route
+// table (routes.go), builds the domain services over the storage ports, and
+// hands out an http.Handler for the whole server or for one Lambda function.
+package server
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/cirrus-matrix/cirrus/core/accounts"
+	"github.com/cirrus-matrix/cirrus/core/blob"
+	"github.com/cirrus-matrix/cirrus/core/clientapi"
+	"github.com/cirrus-matrix/cirrus/core/httpapi"
+	"github.com/cirrus-matrix/cirrus/core/signing"
+	"github.com/cirrus-matrix/cirrus/core/table"
+)
+
+// Config is the server's settings (infra/config reads them from the environment).
+type Config struct {
+	Client       clientapi.Config
+	MaxBodyBytes int64
+	BcryptCost   int
+	// Limits are the rate limits per class; nil disables rate limiting.
+	Limits map[string]httpapi.Rate
+}
+
+// Deps are the adapters the server runs on.
+type Deps struct {
+	Table      table.Table
+	Blobs      blob.Store
+	SigningKey *signing.Key
+	Log        *slog.Logger
+	Now        func() time.Time
+}
+
+// Server is one homeserver.
+type Server struct {
+	cfg      Config
+	deps     Deps
+	accounts *accounts.Service
+	client   *clientapi.API
+}
+
+// New builds the server.
+func New(cfg Config, d Deps) (*Server, error) {
+	if d.Table == nil {
+		return nil, fmt.Errorf("server: no table")
+	}
+	if cfg.Client.ServerName == "" {
+		return nil, fmt.Errorf("server: no server name")
+	}
+	if d.Log == nil {
+		d.Log = slog.Default()
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	acc := &accounts.Service{T: d.Table, ServerName: cfg.Client.ServerName, BcryptCost: cfg.BcryptCost, Now: d.Now}
+	return &Server{
+		cfg:      cfg,
+		deps:     d,
+		accounts: acc,
+		client:   &clientapi.API{Cfg: cfg.Client, Accounts: acc},
+	}, nil
+}
+
+// RouteTable returns the route table without building a server (handlers
+// are bound to an empty server and must not be called): for checking the
+// deployment template and for documentation.
+func RouteTable() []httpapi.Route { return (&Server{}).routes() }
+
+// Functions lists the Lambda functions that serve routes, sorted.
+func Functions() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, r := range RouteTable() {
+		if !seen[r.Function] {
+			seen[r.Function] = true
+			out = append(out, r.Function)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Handler serves the routes of the named functions, or every route when
+// none is named (the all-in-one).
+func (s *Server) Handler(functions ...string) http.Handler {
+	want := map[string]bool{}
+	for _, f := range functions {
+		want[f] = true
+	}
+	var rs []httpapi.Route
+	for _, r := range s.routes() {
+		if len(want) == 0 || want[r.Function] {
+			rs = append(rs, r)
+		}
+	}
+	var lim httpapi.Limiter
+	if s.cfg.Limits != nil {
+		lim = httpapi.NewLimiter(s.cfg.Limits, s.deps.Now)
+	}
+	return httpapi.NewRouter(rs, httpapi.Options{
+		Auth:    s.accounts,
+		Limiter: lim,
+		MaxBody: s.cfg.MaxBodyBytes,
+		Log:     s.deps.Log,
+		Now:     s.deps.Now,
+	})
+}

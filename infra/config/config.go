@@ -1,0 +1,198 @@
+// Package config reads Cirrus's settings from environment variables (the
+// README lists them). A bad or missing setting is an error naming it, so the
+// process stops at start with one clear line.
+package config
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/cirrus-matrix/cirrus/core/clientapi"
+	"github.com/cirrus-matrix/cirrus/core/httpapi"
+	"github.com/cirrus-matrix/cirrus/core/resources"
+	"github.com/cirrus-matrix/cirrus/core/server"
+)
+
+// Storage engines.
+const (
+	StorageEmbedded = "embedded"
+	StorageAWS      = "aws"
+)
+
+// Config is everything a process needs to start.
+type Config struct {
+	Server     server.Config
+	ListenAddr string
+	DataDir    string
+	Storage    string
+	LogLevel   string
+	// AWS resources (Storage = aws).
+	Table               string
+	MediaBucket         string
+	FederationQueueURL  string
+	FanoutQueueURL      string
+	CreateAWSResources  bool
+	RegistrationWarning string
+}
+
+// Getenv is how settings are read (os.Getenv; tests pass a map lookup).
+type Getenv func(string) string
+
+// Load reads the environment.
+func Load(get Getenv) (*Config, error) {
+	if get == nil {
+		get = os.Getenv
+	}
+	c := &Config{
+		ListenAddr:  or(get("CIRRUS_LISTEN_ADDR"), "127.0.0.1:8008"),
+		DataDir:     or(get("CIRRUS_DATA_DIR"), "./data"),
+		Storage:     or(get("CIRRUS_STORAGE"), StorageEmbedded),
+		LogLevel:    or(get("CIRRUS_LOG_LEVEL"), "info"),
+		Table:       or(get("CIRRUS_TABLE"), resources.Table.Name),
+		MediaBucket: or(get("CIRRUS_MEDIA_BUCKET"), resources.MediaBucket),
+	}
+	c.FederationQueueURL = get("CIRRUS_FEDERATION_QUEUE_URL")
+	c.FanoutQueueURL = get("CIRRUS_FANOUT_QUEUE_URL")
+
+	name := get("CIRRUS_SERVER_NAME")
+	if name == "" {
+		return nil, fmt.Errorf("CIRRUS_SERVER_NAME is not set: give the server's Matrix name, e.g. example.org")
+	}
+	if !id.ValidateServerName(name) {
+		return nil, fmt.Errorf("CIRRUS_SERVER_NAME=%q is not a valid server name", name)
+	}
+	if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
+		return nil, fmt.Errorf("CIRRUS_LISTEN_ADDR=%q is not host:port", c.ListenAddr)
+	}
+	if c.Storage != StorageEmbedded && c.Storage != StorageAWS {
+		return nil, fmt.Errorf("CIRRUS_STORAGE=%q must be %q or %q", c.Storage, StorageEmbedded, StorageAWS)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return nil, fmt.Errorf("CIRRUS_LOG_LEVEL=%q must be debug, info, warn or error", c.LogLevel)
+	}
+	var err error
+	if c.CreateAWSResources, err = boolVar(get, "CIRRUS_AWS_CREATE_RESOURCES", false); err != nil {
+		return nil, err
+	}
+	if c.Storage == StorageAWS && !c.CreateAWSResources {
+		if c.FederationQueueURL == "" {
+			return nil, fmt.Errorf("CIRRUS_FEDERATION_QUEUE_URL is not set (needed with CIRRUS_STORAGE=aws)")
+		}
+		if c.FanoutQueueURL == "" {
+			return nil, fmt.Errorf("CIRRUS_FANOUT_QUEUE_URL is not set (needed with CIRRUS_STORAGE=aws)")
+		}
+	}
+
+	cc := clientapi.Config{
+		ServerName:         name,
+		PublicBaseURL:      strings.TrimRight(or(get("CIRRUS_PUBLIC_BASEURL"), "http://"+c.ListenAddr), "/"),
+		WellKnownServer:    get("CIRRUS_WELLKNOWN_SERVER"),
+		RegistrationTokens: splitList(get("CIRRUS_REGISTRATION_TOKENS")),
+	}
+	// Registration is open only when asked for explicitly.
+	cc.Registration = get("CIRRUS_REGISTRATION")
+	if cc.Registration == "" {
+		cc.Registration = clientapi.RegistrationClosed
+		if len(cc.RegistrationTokens) > 0 {
+			cc.Registration = clientapi.RegistrationToken
+		}
+	}
+	switch cc.Registration {
+	case clientapi.RegistrationOpen:
+		c.RegistrationWarning = "registration is OPEN: anyone who reaches this server can create an account"
+	case clientapi.RegistrationClosed:
+	case clientapi.RegistrationToken:
+		if len(cc.RegistrationTokens) == 0 {
+			return nil, fmt.Errorf("CIRRUS_REGISTRATION=token needs CIRRUS_REGISTRATION_TOKENS (comma-separated)")
+		}
+	default:
+		return nil, fmt.Errorf("CIRRUS_REGISTRATION=%q must be open, token or closed", cc.Registration)
+	}
+	if cc.GuestAccess, err = boolVar(get, "CIRRUS_GUEST_ACCESS", false); err != nil {
+		return nil, err
+	}
+	if cc.RefreshTokenLifetime, err = durationVar(get, "CIRRUS_ACCESS_TOKEN_LIFETIME", time.Hour); err != nil {
+		return nil, err
+	}
+	c.Server.Client = cc
+	if c.Server.MaxBodyBytes, err = intVar(get, "CIRRUS_MAX_BODY_BYTES", 1<<20, 1024, 100<<20); err != nil {
+		return nil, err
+	}
+	bc, err := intVar(get, "CIRRUS_BCRYPT_COST", 12, 4, 31)
+	if err != nil {
+		return nil, err
+	}
+	c.Server.BcryptCost = int(bc)
+	limits, err := boolVar(get, "CIRRUS_RATE_LIMITS", true)
+	if err != nil {
+		return nil, err
+	}
+	if limits {
+		c.Server.Limits = map[string]httpapi.Rate{
+			server.LimitRegister: {PerSecond: 0.2, Burst: 10},
+			server.LimitLogin:    {PerSecond: 0.5, Burst: 10},
+		}
+	}
+	return c, nil
+}
+
+func or(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func boolVar(get Getenv, name string, def bool) (bool, error) {
+	v := get(name)
+	if v == "" {
+		return def, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("%s=%q must be true or false", name, v)
+	}
+	return b, nil
+}
+
+func intVar(get Getenv, name string, def, min, max int64) (int64, error) {
+	v := get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < min || n > max {
+		return 0, fmt.Errorf("%s=%q must be an integer from %d to %d", name, v, min, max)
+	}
+	return n, nil
+}
+
+func durationVar(get Getenv, name string, def time.Duration) (time.Duration, error) {
+	v := get(name)
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%s=%q must be a duration such as 1h or 30m", name, v)
+	}
+	return d, nil
+}

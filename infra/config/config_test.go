@@ -1,0 +1,64 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestLoad(t *testing.T) {
+	base := map[string]string{"CIRRUS_SERVER_NAME": "example.org"}
+	cases := []struct {
+		name    string
+		env     map[string]string
+		wantErr string // substring naming the setting; "" = ok
+		check   func(t *testing.T, c *Config)
+	}{
+		{name: "defaults", env: base, check: func(t *testing.T, c *Config) {
+			if c.ListenAddr != "127.0.0.1:8008" || c.DataDir != "./data" || c.Storage != StorageEmbedded {
+				t.Fatalf("defaults: %+v", c)
+			}
+			if c.Server.Client.Registration != "closed" {
+				t.Fatalf("registration must default to closed, got %s", c.Server.Client.Registration)
+			}
+			if c.Server.Client.PublicBaseURL != "http://127.0.0.1:8008" {
+				t.Fatalf("base url %s", c.Server.Client.PublicBaseURL)
+			}
+		}},
+		{name: "tokens imply token mode", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_REGISTRATION_TOKENS": "x, y"}, check: func(t *testing.T, c *Config) {
+			if c.Server.Client.Registration != "token" || len(c.Server.Client.RegistrationTokens) != 2 {
+				t.Fatalf("%+v", c.Server.Client)
+			}
+		}},
+		{name: "open warns", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_REGISTRATION": "open"}, check: func(t *testing.T, c *Config) {
+			if c.RegistrationWarning == "" {
+				t.Fatal("no warning for open registration")
+			}
+		}},
+		{name: "missing server name", env: map[string]string{}, wantErr: "CIRRUS_SERVER_NAME"},
+		{name: "bad server name", env: map[string]string{"CIRRUS_SERVER_NAME": "bad name"}, wantErr: "CIRRUS_SERVER_NAME"},
+		{name: "bad listen", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_LISTEN_ADDR": "8008"}, wantErr: "CIRRUS_LISTEN_ADDR"},
+		{name: "bad storage", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_STORAGE": "postgres"}, wantErr: "CIRRUS_STORAGE"},
+		{name: "bad registration", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_REGISTRATION": "maybe"}, wantErr: "CIRRUS_REGISTRATION"},
+		{name: "token mode without tokens", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_REGISTRATION": "token"}, wantErr: "CIRRUS_REGISTRATION_TOKENS"},
+		{name: "aws without queues", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_STORAGE": "aws"}, wantErr: "CIRRUS_FEDERATION_QUEUE_URL"},
+		{name: "bad bool", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_GUEST_ACCESS": "yes please"}, wantErr: "CIRRUS_GUEST_ACCESS"},
+		{name: "bad int", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_BCRYPT_COST": "99"}, wantErr: "CIRRUS_BCRYPT_COST"},
+		{name: "bad duration", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_ACCESS_TOKEN_LIFETIME": "soon"}, wantErr: "CIRRUS_ACCESS_TOKEN_LIFETIME"},
+		{name: "bad log level", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_LOG_LEVEL": "loud"}, wantErr: "CIRRUS_LOG_LEVEL"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Load(func(k string) string { return tc.env[k] })
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || strings.Contains(err.Error(), "\n") {
+					t.Fatalf("want one-line error naming %s, got %v", tc.wantErr, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, c)
+		})
+	}
+}
