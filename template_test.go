@@ -589,8 +589,8 @@ func TestBuildTargetsForEveryFunction(t *testing.T) {
 
 // --- permissions -----------------------------------------------------------
 
-// samPolicyTemplates are the SAM policy templates a function may use, each
-// allowed only on the resources the check function accepts.
+// allowedS3Actions are what an inline statement may grant, and only on the
+// media bucket and its objects.
 var allowedS3Actions = map[string]bool{"s3:GetObject": true, "s3:PutObject": true, "s3:DeleteObject": true, "s3:AbortMultipartUpload": true, "s3:ListBucket": true}
 
 func TestTemplatePoliciesAreLeastPrivilege(t *testing.T) {

@@ -5,8 +5,17 @@
 //
 //	user#<@user:server>   account          the account (password hash, flags)
 //	user#<@user:server>   device#<id>      one device (name, token key, last seen)
-//	token#<sha256(token)> token            access token → user, device
+//	user#<@user:server>   profile          the profile fields (displayname, …)
+//	token#<sha256(token)> token            access token → user, device, last seen
+//	refresh#<sha256>      refresh          refresh token → user, device
+//	logintoken#<sha256>   logintoken       single-use m.login.token (TTL)
+//	regnonce#<nonce>      regnonce         shared-secret registration nonce (TTL)
 //	uia#<session>         uia              a UIA session (TTL)
+//
+// Account and device items carry a Version and every write of them is
+// conditional on the version that was read, so concurrent writers (a
+// rename, a login on the same device id, the last-seen refresh, a logout)
+// never silently undo each other: the loser re-reads and tries again.
 //
 // Access tokens are stored only as SHA-256 hashes, so a leaked table gives
 // no usable token, and looking a token up by its hash leaks nothing through
@@ -52,6 +61,8 @@ type Account struct {
 
 // Device is one login of a user.
 type Device struct {
+	// Version is the item's version when it was read (not stored in Data).
+	Version      int64       `json:"-"`
 	ID           id.DeviceID `json:"device_id"`
 	DisplayName  string      `json:"display_name,omitempty"`
 	TokenKey     string      `json:"token_key,omitempty"`
@@ -68,7 +79,18 @@ type tokenRecord struct {
 	DeviceID  id.DeviceID `json:"device_id"`
 	Guest     bool        `json:"guest,omitempty"`
 	ExpiresMS int64       `json:"expires_ts,omitempty"`
+	// LastSeenMS is when the device's last-seen fields were last written;
+	// Authenticate rewrites them only when this is LastSeenInterval old.
+	LastSeenMS int64 `json:"last_seen_ts,omitempty"`
 }
+
+// LastSeenInterval bounds how often a device's last-seen time and address
+// are written: at most once per interval per token, so ordinary requests
+// cost one read and no write.
+const LastSeenInterval = 5 * time.Minute
+
+// maxAttempts bounds the re-read-and-retry loops of conditional writes.
+const maxAttempts = 8
 
 // Session is the result of a login or registration.
 type Session struct {
@@ -161,18 +183,8 @@ func (s *Service) Available(ctx context.Context, u id.UserID) (bool, error) {
 
 // GetAccount loads an account (httpapi NotFound if missing).
 func (s *Service) GetAccount(ctx context.Context, u id.UserID) (*Account, error) {
-	it, err := s.T.Get(ctx, accountKey(u))
-	if errors.Is(err, table.ErrNotFound) {
-		return nil, httpapi.NotFound("no such user")
-	}
-	if err != nil {
-		return nil, err
-	}
-	var a Account
-	if err := json.Unmarshal(it.Data, &a); err != nil {
-		return nil, fmt.Errorf("account %s: %w", u, err)
-	}
-	return &a, nil
+	a, _, err := s.getAccountItem(ctx, u)
+	return a, err
 }
 
 // LoginOptions are the device-related choices of a login or registration.
@@ -185,28 +197,52 @@ type LoginOptions struct {
 	TokenLifetime time.Duration
 }
 
+// NewAccount describes an account to create.
+type NewAccount struct {
+	UserID   id.UserID
+	Password string
+	Guest    bool
+	Admin    bool
+	// DisplayName is the initial profile display name (the localpart if empty).
+	DisplayName string
+	// InhibitLogin creates no device and no token.
+	InhibitLogin bool
+	Login        LoginOptions
+}
+
 // Register creates the account and, unless inhibitLogin, its first device
 // and token, in one transaction: a taken name is M_USER_IN_USE.
 func (s *Service) Register(ctx context.Context, u id.UserID, password string, guest, inhibitLogin bool, lo LoginOptions) (*Session, error) {
-	acct := Account{CreatedMS: s.now().UnixMilli(), Guest: guest}
-	if password != "" {
-		h, err := s.hash(password)
+	return s.CreateAccount(ctx, NewAccount{UserID: u, Password: password, Guest: guest, InhibitLogin: inhibitLogin, Login: lo})
+}
+
+// CreateAccount creates an account with its initial profile and, unless
+// InhibitLogin, its first device and token, all in one transaction.
+func (s *Service) CreateAccount(ctx context.Context, na NewAccount) (*Session, error) {
+	u := na.UserID
+	acct := Account{CreatedMS: s.now().UnixMilli(), Guest: na.Guest, Admin: na.Admin}
+	if na.Password != "" {
+		h, err := s.hash(na.Password)
 		if err != nil {
 			return nil, err
 		}
 		acct.PasswordHash = h
 	}
 	data, _ := json.Marshal(acct)
-	ops := []table.Op{table.Put(table.Item{PK: accountKey(u).PK, SK: accountKey(u).SK, Data: data}, table.IfNotExists())}
+	ops := []table.Op{table.Put(table.Item{PK: accountKey(u).PK, SK: accountKey(u).SK, Data: data, Version: 1}, table.IfNotExists())}
+	name := na.DisplayName
+	if name == "" {
+		name = u.Localpart()
+	}
+	ops = append(ops, table.Put(profileItem(u, Profile{FieldDisplayName: mustJSON(name)}, 1), table.Cond{}))
 	var sess *Session
-	if !inhibitLogin {
+	if !na.InhibitLogin {
 		var devOps []table.Op
-		sess, devOps = s.newLogin(u, guest, lo, nil)
+		sess, devOps = s.newLogin(u, na.Guest, na.Login, nil)
 		ops = append(ops, devOps...)
 	}
 	err := s.T.Transact(ctx, ops)
-	var txe *table.TxError
-	if errors.As(err, &txe) && txe.Index == 0 {
+	if failedAt(err) == 0 {
 		return nil, httpapi.UserInUse("user ID already taken")
 	}
 	if err != nil {
@@ -216,6 +252,16 @@ func (s *Service) Register(ctx context.Context, u id.UserID, password string, gu
 		sess = &Session{UserID: u}
 	}
 	return sess, nil
+}
+
+// failedAt is the index of the transaction operation whose condition
+// failed, or -1.
+func failedAt(err error) int {
+	var txe *table.TxError
+	if errors.As(err, &txe) {
+		return txe.Index
+	}
+	return -1
 }
 
 func (s *Service) hash(password string) (string, error) {
@@ -240,8 +286,16 @@ func checkPassword(hash, password string) bool {
 	return bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) == nil
 }
 
+// Indexes of the operations newLogin returns.
+const (
+	loginOpToken  = 0
+	loginOpDevice = 1
+)
+
 // newLogin builds the items of a new token for a device; old is the device's
-// previous record if it exists (its token is revoked in the same transaction).
+// previous record if it exists (its token is revoked in the same
+// transaction, and the device is only replaced if it is still at the
+// version that was read).
 func (s *Service) newLogin(u id.UserID, guest bool, lo LoginOptions, old *Device) (*Session, []table.Op) {
 	now := s.now()
 	dev := lo.DeviceID
@@ -250,15 +304,20 @@ func (s *Service) newLogin(u id.UserID, guest bool, lo LoginOptions, old *Device
 	}
 	tok := NewToken("syt_")
 	tk := HashToken(tok)
-	rec := tokenRecord{UserID: u, DeviceID: dev, Guest: guest}
+	rec := tokenRecord{UserID: u, DeviceID: dev, Guest: guest, LastSeenMS: now.UnixMilli()}
 	sess := &Session{UserID: u, DeviceID: dev, AccessToken: tok}
 	tokItem := table.Item{PK: tokenKey(tk).PK, SK: "token"}
 	d := Device{ID: dev, DisplayName: lo.DisplayName, TokenKey: tk, CreatedMS: now.UnixMilli(), LastSeenMS: now.UnixMilli(), LastSeenIP: lo.IP}
+	devCond, devVersion := table.IfNotExists(), int64(1)
 	if old != nil {
 		d.CreatedMS = old.CreatedMS
 		if d.DisplayName == "" {
 			d.DisplayName = old.DisplayName
 		}
+		if d.LastSeenIP == "" {
+			d.LastSeenIP = old.LastSeenIP
+		}
+		devCond, devVersion = table.IfVersion(old.Version), old.Version+1
 	}
 	if lo.TokenLifetime > 0 {
 		exp := now.Add(lo.TokenLifetime)
@@ -273,8 +332,8 @@ func (s *Service) newLogin(u id.UserID, guest bool, lo LoginOptions, old *Device
 	devData, _ := json.Marshal(d)
 	dk := deviceKey(u, dev)
 	ops := []table.Op{
-		table.Put(tokItem, table.IfNotExists()),
-		table.Put(table.Item{PK: dk.PK, SK: dk.SK, Data: devData}, table.Cond{}),
+		loginOpToken:  table.Put(tokItem, table.IfNotExists()),
+		loginOpDevice: table.Put(table.Item{PK: dk.PK, SK: dk.SK, Data: devData, Version: devVersion}, devCond),
 	}
 	if old != nil && old.TokenKey != "" {
 		ops = append(ops, table.Delete(tokenKey(old.TokenKey), table.Cond{}))
@@ -290,9 +349,10 @@ func (s *Service) newLogin(u id.UserID, guest bool, lo LoginOptions, old *Device
 	return sess, ops
 }
 
-// CheckPassword verifies a user's password; any failure is the same
-// M_FORBIDDEN so that it does not reveal which users exist.
-func (s *Service) CheckPassword(ctx context.Context, u id.UserID, password string) (*Account, error) {
+// VerifyPassword checks a user's password without looking at whether the
+// account is deactivated; any failure is the same M_FORBIDDEN so that it
+// does not reveal which users exist.
+func (s *Service) VerifyPassword(ctx context.Context, u id.UserID, password string) (*Account, error) {
 	a, err := s.GetAccount(ctx, u)
 	var he *httpapi.Error
 	if errors.As(err, &he) {
@@ -304,6 +364,16 @@ func (s *Service) CheckPassword(ctx context.Context, u id.UserID, password strin
 	if a.PasswordHash == "" || !checkPassword(a.PasswordHash, password) {
 		return nil, httpapi.Forbidden("invalid username or password")
 	}
+	return a, nil
+}
+
+// CheckPassword verifies a user's password for a login: a deactivated
+// account is M_USER_DEACTIVATED (after the password matched).
+func (s *Service) CheckPassword(ctx context.Context, u id.UserID, password string) (*Account, error) {
+	a, err := s.VerifyPassword(ctx, u, password)
+	if err != nil {
+		return nil, err
+	}
 	if a.Deactivated {
 		return nil, httpapi.UserDeactivated("this account has been deactivated")
 	}
@@ -313,20 +383,42 @@ func (s *Service) CheckPassword(ctx context.Context, u id.UserID, password strin
 // Login issues a new access token on a device (an existing device id gets
 // its old token revoked).
 func (s *Service) Login(ctx context.Context, u id.UserID, guest bool, lo LoginOptions) (*Session, error) {
-	var old *Device
-	if lo.DeviceID != "" {
-		d, err := s.GetDevice(ctx, u, lo.DeviceID)
-		if err == nil {
-			old = d
-		} else if !errors.Is(err, table.ErrNotFound) {
+	for range maxAttempts {
+		var old *Device
+		if lo.DeviceID != "" {
+			d, err := s.GetDevice(ctx, u, lo.DeviceID)
+			if err == nil {
+				old = d
+			} else if !errors.Is(err, table.ErrNotFound) {
+				return nil, err
+			}
+		}
+		sess, ops := s.newLogin(u, guest, lo, old)
+		err := s.T.Transact(ctx, ops)
+		if failedAt(err) == loginOpDevice {
+			continue // the device changed since it was read
+		}
+		if err != nil {
 			return nil, err
 		}
+		return sess, nil
 	}
-	sess, ops := s.newLogin(u, guest, lo, old)
-	if err := s.T.Transact(ctx, ops); err != nil {
-		return nil, err
+	return nil, table.ErrConflict
+}
+
+func decodeDevice(it table.Item) (*Device, error) {
+	var dev Device
+	if err := json.Unmarshal(it.Data, &dev); err != nil {
+		return nil, fmt.Errorf("device %s: %w", it.Key(), err)
 	}
-	return sess, nil
+	dev.Version = it.Version
+	return &dev, nil
+}
+
+func (s *Service) deviceItem(u id.UserID, d *Device, version int64) table.Item {
+	k := deviceKey(u, d.ID)
+	data, _ := json.Marshal(d)
+	return table.Item{PK: k.PK, SK: k.SK, Data: data, Version: version}
 }
 
 // GetDevice loads one device (table.ErrNotFound if missing).
@@ -335,11 +427,7 @@ func (s *Service) GetDevice(ctx context.Context, u id.UserID, d id.DeviceID) (*D
 	if err != nil {
 		return nil, err
 	}
-	var dev Device
-	if err := json.Unmarshal(it.Data, &dev); err != nil {
-		return nil, err
-	}
-	return &dev, nil
+	return decodeDevice(it)
 }
 
 // Devices lists a user's devices.
@@ -352,11 +440,11 @@ func (s *Service) Devices(ctx context.Context, u id.UserID) ([]Device, error) {
 			return nil, err
 		}
 		for _, it := range p.Items {
-			var d Device
-			if err := json.Unmarshal(it.Data, &d); err != nil {
+			d, err := decodeDevice(it)
+			if err != nil {
 				return nil, err
 			}
-			out = append(out, d)
+			out = append(out, *d)
 		}
 		if p.Next == "" {
 			return out, nil
@@ -365,7 +453,33 @@ func (s *Service) Devices(ctx context.Context, u id.UserID) ([]Device, error) {
 	}
 }
 
-// Authenticate implements httpapi.Authenticator with one table read.
+// RenameDevice sets a device's display name (httpapi NotFound if the user
+// has no such device).
+func (s *Service) RenameDevice(ctx context.Context, u id.UserID, d id.DeviceID, name string) error {
+	for range maxAttempts {
+		dev, err := s.GetDevice(ctx, u, d)
+		if errors.Is(err, table.ErrNotFound) {
+			return httpapi.NotFound("no such device")
+		}
+		if err != nil {
+			return err
+		}
+		if dev.DisplayName == name {
+			return nil
+		}
+		dev.DisplayName = name
+		err = s.T.Put(ctx, s.deviceItem(u, dev, dev.Version+1), table.IfVersion(dev.Version))
+		if errors.Is(err, table.ErrConditionFailed) {
+			continue
+		}
+		return err
+	}
+	return table.ErrConflict
+}
+
+// Authenticate implements httpapi.Authenticator with one table read; about
+// once per LastSeenInterval per token it also records the device's last-seen
+// time and address (see touch).
 func (s *Service) Authenticate(ctx context.Context, token string) (*httpapi.Caller, error) {
 	tk := HashToken(token)
 	it, err := s.T.Get(ctx, tokenKey(tk))
@@ -379,26 +493,79 @@ func (s *Service) Authenticate(ctx context.Context, token string) (*httpapi.Call
 	if err := json.Unmarshal(it.Data, &rec); err != nil {
 		return nil, err
 	}
-	if rec.ExpiresMS != 0 && rec.ExpiresMS <= s.now().UnixMilli() {
+	now := s.now()
+	if rec.ExpiresMS != 0 && rec.ExpiresMS <= now.UnixMilli() {
 		return nil, httpapi.UnknownToken("access token has expired").With("soft_logout", true)
+	}
+	if now.UnixMilli()-rec.LastSeenMS >= LastSeenInterval.Milliseconds() {
+		s.touch(ctx, it, rec, tk, now)
 	}
 	return &httpapi.Caller{UserID: rec.UserID, DeviceID: rec.DeviceID, IsGuest: rec.Guest, TokenKey: tk}, nil
 }
 
-// DeleteDevice removes a device and revokes its tokens.
-func (s *Service) DeleteDevice(ctx context.Context, u id.UserID, d id.DeviceID) error {
-	dev, err := s.GetDevice(ctx, u, d)
-	if errors.Is(err, table.ErrNotFound) {
-		return nil
+// touch writes the device's last-seen time and address, and the token's
+// note of when that was done, in one transaction guarded by both items'
+// versions: of several concurrent requests only one writes, and a device
+// logged out meanwhile is not brought back. It is best effort: a failure
+// leaves the old values, and a later request tries again.
+func (s *Service) touch(ctx context.Context, tokItem table.Item, rec tokenRecord, tk string, now time.Time) {
+	dev, err := s.GetDevice(ctx, rec.UserID, rec.DeviceID)
+	if err != nil || dev.TokenKey != tk {
+		return
 	}
-	if err != nil {
-		return err
+	rec.LastSeenMS = now.UnixMilli()
+	dev.LastSeenMS = now.UnixMilli()
+	if ip := ClientIP(ctx); ip != "" {
+		dev.LastSeenIP = ip
 	}
-	return s.T.Transact(ctx, deleteDeviceOps(u, dev))
+	oldTokVersion := tokItem.Version
+	tokItem.Data, _ = json.Marshal(rec)
+	tokItem.Version = oldTokVersion + 1
+	_ = s.T.Transact(ctx, []table.Op{
+		table.Put(tokItem, table.IfVersion(oldTokVersion)),
+		table.Put(s.deviceItem(rec.UserID, dev, dev.Version+1), table.IfVersion(dev.Version)),
+	})
 }
 
+type clientIPKey struct{}
+
+// WithClientIP returns a context that carries the address a request came
+// from, for the last-seen address of devices.
+func WithClientIP(ctx context.Context, ip string) context.Context {
+	return context.WithValue(ctx, clientIPKey{}, ip)
+}
+
+// ClientIP is the address WithClientIP stored ("" if none).
+func ClientIP(ctx context.Context) string {
+	ip, _ := ctx.Value(clientIPKey{}).(string)
+	return ip
+}
+
+// DeleteDevice removes a device and revokes its tokens. A device that does
+// not exist is not an error.
+func (s *Service) DeleteDevice(ctx context.Context, u id.UserID, d id.DeviceID) error {
+	for range maxAttempts {
+		dev, err := s.GetDevice(ctx, u, d)
+		if errors.Is(err, table.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		err = s.T.Transact(ctx, deleteDeviceOps(u, dev))
+		if errors.Is(err, table.ErrConditionFailed) {
+			continue // a new login on this device id, a rename…: read it again
+		}
+		return err
+	}
+	return table.ErrConflict
+}
+
+// deleteDeviceOps deletes a device as it was read (its version) with the
+// tokens it names: had a login replaced its token since, the delete fails
+// rather than leave that new token working without its device.
 func deleteDeviceOps(u id.UserID, dev *Device) []table.Op {
-	ops := []table.Op{table.Delete(deviceKey(u, dev.ID), table.Cond{})}
+	ops := []table.Op{table.Delete(deviceKey(u, dev.ID), table.IfVersion(dev.Version))}
 	if dev.TokenKey != "" {
 		ops = append(ops, table.Delete(tokenKey(dev.TokenKey), table.Cond{}))
 	}
@@ -408,13 +575,38 @@ func deleteDeviceOps(u id.UserID, dev *Device) []table.Op {
 	return ops
 }
 
+// DeleteDevices removes the listed devices of the user (missing ones are
+// skipped), revoking their tokens.
+func (s *Service) DeleteDevices(ctx context.Context, u id.UserID, ids []id.DeviceID) error {
+	want := make(map[id.DeviceID]bool, len(ids))
+	for _, d := range ids {
+		want[d] = true
+	}
+	return s.deleteDevicesWhere(ctx, u, func(d id.DeviceID) bool { return want[d] })
+}
+
 // DeleteAllDevices removes every device of the user (all tokens revoked),
 // except keep if it is not empty.
 func (s *Service) DeleteAllDevices(ctx context.Context, u id.UserID, keep id.DeviceID) error {
-	devs, err := s.Devices(ctx, u)
-	if err != nil {
+	return s.deleteDevicesWhere(ctx, u, func(d id.DeviceID) bool { return d != keep })
+}
+
+func (s *Service) deleteDevicesWhere(ctx context.Context, u id.UserID, match func(id.DeviceID) bool) error {
+	for range maxAttempts {
+		devs, err := s.Devices(ctx, u)
+		if err != nil {
+			return err
+		}
+		err = s.deleteBatched(ctx, u, devs, match)
+		if errors.Is(err, table.ErrConditionFailed) {
+			continue // some device changed: list again (deleted ones are gone)
+		}
 		return err
 	}
+	return table.ErrConflict
+}
+
+func (s *Service) deleteBatched(ctx context.Context, u id.UserID, devs []Device, match func(id.DeviceID) bool) error {
 	var ops []table.Op
 	flush := func() error {
 		if len(ops) == 0 {
@@ -425,7 +617,7 @@ func (s *Service) DeleteAllDevices(ctx context.Context, u id.UserID, keep id.Dev
 		return err
 	}
 	for i := range devs {
-		if devs[i].ID == keep {
+		if !match(devs[i].ID) {
 			continue
 		}
 		more := deleteDeviceOps(u, &devs[i])
@@ -454,23 +646,89 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string, lifetime tim
 	if err := json.Unmarshal(it.Data, &rec); err != nil {
 		return nil, err
 	}
-	old, err := s.GetDevice(ctx, rec.UserID, rec.DeviceID)
-	if err != nil || old.RefreshKey != rk {
-		return nil, httpapi.UnknownToken("unknown refresh token")
-	}
-	sess, ops := s.newLogin(rec.UserID, rec.Guest, LoginOptions{DeviceID: rec.DeviceID, TokenLifetime: lifetime}, old)
-	// Guard against two concurrent refreshes of the same token both winning:
-	// only the one that still finds the old refresh token may delete it.
-	for i := range ops {
-		if ops[i].Kind == table.OpDelete && ops[i].Key.PK == "refresh#"+rk {
-			ops[i].Cond = table.IfExists()
+	for range maxAttempts {
+		old, err := s.GetDevice(ctx, rec.UserID, rec.DeviceID)
+		if err != nil || old.RefreshKey != rk {
+			return nil, httpapi.UnknownToken("unknown refresh token")
 		}
+		sess, ops := s.newLogin(rec.UserID, rec.Guest, LoginOptions{DeviceID: rec.DeviceID, TokenLifetime: lifetime}, old)
+		// Guard against two concurrent refreshes of the same token both winning:
+		// only the one that still finds the old refresh token may delete it.
+		for i := range ops {
+			if ops[i].Kind == table.OpDelete && ops[i].Key.PK == "refresh#"+rk {
+				ops[i].Cond = table.IfExists()
+			}
+		}
+		err = s.T.Transact(ctx, ops)
+		if failedAt(err) == loginOpDevice {
+			continue // the device changed (last seen, rename): read it again
+		}
+		if err != nil {
+			if errors.Is(err, table.ErrConditionFailed) {
+				return nil, httpapi.UnknownToken("refresh token already used")
+			}
+			return nil, err
+		}
+		return sess, nil
 	}
-	if err := s.T.Transact(ctx, ops); err != nil {
+	return nil, table.ErrConflict
+}
+
+// getAccountItem loads an account with its item version.
+func (s *Service) getAccountItem(ctx context.Context, u id.UserID) (*Account, int64, error) {
+	it, err := s.T.Get(ctx, accountKey(u))
+	if errors.Is(err, table.ErrNotFound) {
+		return nil, 0, httpapi.NotFound("no such user")
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	var a Account
+	if err := json.Unmarshal(it.Data, &a); err != nil {
+		return nil, 0, fmt.Errorf("account %s: %w", u, err)
+	}
+	return &a, it.Version, nil
+}
+
+// updateAccount applies change to the account with a conditional write,
+// re-reading and retrying if another writer got there first.
+func (s *Service) updateAccount(ctx context.Context, u id.UserID, change func(*Account) error) error {
+	for range maxAttempts {
+		a, v, err := s.getAccountItem(ctx, u)
+		if err != nil {
+			return err
+		}
+		if err := change(a); err != nil {
+			return err
+		}
+		data, _ := json.Marshal(a)
+		k := accountKey(u)
+		err = s.T.Put(ctx, table.Item{PK: k.PK, SK: k.SK, Data: data, Version: v + 1}, table.IfVersion(v))
 		if errors.Is(err, table.ErrConditionFailed) {
-			return nil, httpapi.UnknownToken("refresh token already used")
+			continue
 		}
-		return nil, err
+		return err
 	}
-	return sess, nil
+	return table.ErrConflict
+}
+
+// SetPassword replaces the user's password.
+func (s *Service) SetPassword(ctx context.Context, u id.UserID, password string) error {
+	h, err := s.hash(password)
+	if err != nil {
+		return err
+	}
+	return s.updateAccount(ctx, u, func(a *Account) error {
+		a.PasswordHash = h
+		return nil
+	})
+}
+
+// Deactivate marks the account deactivated: it can no longer log in, and
+// its name stays taken. Callers revoke the devices separately.
+func (s *Service) Deactivate(ctx context.Context, u id.UserID) error {
+	return s.updateAccount(ctx, u, func(a *Account) error {
+		a.Deactivated = true
+		return nil
+	})
 }

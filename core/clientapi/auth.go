@@ -205,9 +205,13 @@ func (a *API) RegisterAvailable(r *httpapi.Request) (any, error) {
 	return map[string]bool{"available": true}, nil
 }
 
-// LoginFlows serves GET /_matrix/client/v3/login.
+// LoginFlows serves GET /_matrix/client/v3/login. The m.login.token flow
+// says get_login_token: true because POST /login/get_token is served.
 func (a *API) LoginFlows(r *httpapi.Request) (any, error) {
-	return map[string]any{"flows": []map[string]string{{"type": "m.login.password"}}}, nil
+	return map[string]any{"flows": []map[string]any{
+		{"type": "m.login.password"},
+		{"type": "m.login.token", "get_login_token": true},
+	}}, nil
 }
 
 type loginRequest struct {
@@ -218,6 +222,7 @@ type loginRequest struct {
 	} `json:"identifier"`
 	User                     string      `json:"user"`
 	Password                 string      `json:"password"`
+	Token                    string      `json:"token"`
 	DeviceID                 id.DeviceID `json:"device_id"`
 	InitialDeviceDisplayName string      `json:"initial_device_display_name"`
 	RefreshToken             bool        `json:"refresh_token"`
@@ -232,7 +237,11 @@ func (a *API) Login(r *httpapi.Request) (any, error) {
 	if req.Type == "" {
 		return nil, httpapi.MissingParam("type is required")
 	}
-	if req.Type != "m.login.password" {
+	switch req.Type {
+	case "m.login.password":
+	case "m.login.token":
+		return a.loginWithToken(r, &req)
+	default:
 		return nil, httpapi.BadRequest("unsupported login type %q", req.Type)
 	}
 	user := req.User
@@ -260,6 +269,38 @@ func (a *API) Login(r *httpapi.Request) (any, error) {
 		return nil, err
 	}
 	s, err := a.Accounts.Login(r.Ctx(), uid, acct.Guest, a.loginOptions(req.DeviceID, req.InitialDeviceDisplayName, httpapi.ClientIP(r.Request), req.RefreshToken))
+	if err != nil {
+		return nil, err
+	}
+	return a.sessionResponse(s), nil
+}
+
+// loginWithToken is the m.login.token login: the token (from
+// /login/get_token) names the user and is spent by this login; a token that
+// is unknown, expired or spent is 403 M_FORBIDDEN, as the spec asks.
+func (a *API) loginWithToken(r *httpapi.Request, req *loginRequest) (any, error) {
+	if req.Token == "" {
+		return nil, httpapi.MissingParam("token is required")
+	}
+	if req.DeviceID != "" && !validDeviceID(req.DeviceID) {
+		return nil, httpapi.InvalidParam("invalid device_id")
+	}
+	ctx := r.Ctx()
+	uid, err := a.Accounts.ConsumeLoginToken(ctx, req.Token)
+	if err != nil {
+		return nil, err
+	}
+	acct, err := a.Accounts.GetAccount(ctx, uid)
+	if err != nil {
+		if _, ok := err.(*httpapi.Error); ok {
+			return nil, httpapi.Forbidden("invalid or expired login token")
+		}
+		return nil, err
+	}
+	if acct.Deactivated {
+		return nil, httpapi.UserDeactivated("this account has been deactivated")
+	}
+	s, err := a.Accounts.Login(ctx, uid, acct.Guest, a.loginOptions(req.DeviceID, req.InitialDeviceDisplayName, httpapi.ClientIP(r.Request), req.RefreshToken))
 	if err != nil {
 		return nil, err
 	}

@@ -3,7 +3,10 @@
 package clientapi
 
 import (
+	"context"
 	"time"
+
+	"maunium.net/go/mautrix/id"
 
 	"github.com/cirrus-matrix/cirrus/core/accounts"
 )
@@ -33,10 +36,29 @@ type Config struct {
 	// RefreshTokenLifetime is the access token lifetime given to clients that
 	// ask for a refresh token.
 	RefreshTokenLifetime time.Duration
+	// RegistrationSharedSecret enables Synapse-compatible shared-secret
+	// registration (/_synapse/admin/v1/register) when not empty.
+	RegistrationSharedSecret string
+}
+
+// RoomLeaver makes a user leave every room they are in (used when an
+// account is deactivated). The rooms subsystem implements it.
+type RoomLeaver interface {
+	LeaveAllRooms(ctx context.Context, userID id.UserID) error
+}
+
+// ProfileSync propagates a changed display name or avatar to the user's
+// member event in every room they are joined to. The rooms subsystem
+// implements it.
+type ProfileSync interface {
+	ProfileChanged(ctx context.Context, userID id.UserID, displayname, avatarURL string) error
 }
 
 // API serves the client-server endpoints.
 type API struct {
 	Cfg      Config
 	Accounts *accounts.Service
+	// RoomLeaver and ProfileSync are optional (nil: nothing to do).
+	RoomLeaver  RoomLeaver
+	ProfileSync ProfileSync
 }

@@ -38,19 +38,22 @@ func (a *API) WellKnownServer(r *httpapi.Request) (any, error) {
 	return map[string]string{"m.server": a.Cfg.WellKnownServer}, nil
 }
 
-// Capabilities serves GET /_matrix/client/v3/capabilities.
+// Capabilities serves GET /_matrix/client/v3/capabilities. Guests have no
+// password, so they can neither change it nor pass the password stage that
+// /login/get_token asks for.
 func (a *API) Capabilities(r *httpapi.Request) (any, error) {
 	avail := make(map[string]string, len(SupportedRoomVersions))
 	for _, v := range SupportedRoomVersions {
 		avail[v] = "stable"
 	}
+	hasPassword := r.Caller != nil && !r.Caller.IsGuest
 	return map[string]any{"capabilities": map[string]any{
-		"m.change_password": map[string]bool{"enabled": false},
+		"m.change_password": map[string]bool{"enabled": hasPassword},
 		"m.room_versions":   map[string]any{"default": DefaultRoomVersion, "available": avail},
-		"m.set_displayname": map[string]bool{"enabled": false},
-		"m.set_avatar_url":  map[string]bool{"enabled": false},
+		"m.set_displayname": map[string]bool{"enabled": true},
+		"m.set_avatar_url":  map[string]bool{"enabled": true},
 		"m.3pid_changes":    map[string]bool{"enabled": false},
-		"m.get_login_token": map[string]bool{"enabled": false},
-		"m.profile_fields":  map[string]any{"enabled": false},
+		"m.get_login_token": map[string]bool{"enabled": hasPassword},
+		"m.profile_fields":  map[string]any{"enabled": true},
 	}}, nil
 }

@@ -41,6 +41,8 @@ type Route struct {
 	Handle Handler
 	// Raw, when set instead of Handle, writes the response itself (media).
 	Raw func(w http.ResponseWriter, r *Request)
+	// A route with neither Handle nor Raw only makes its path known: this
+	// router answers it 405 (another function serves its methods).
 }
 
 // Authenticator resolves access tokens.
@@ -105,8 +107,10 @@ func NewRouter(routes []Route, opt Options) http.Handler {
 
 func allowHeader(methods map[string]Route) string {
 	ms := make([]string, 0, len(methods)+1)
-	for m := range methods {
-		ms = append(ms, m)
+	for m, rt := range methods {
+		if rt.Handle != nil || rt.Raw != nil {
+			ms = append(ms, m)
+		}
 	}
 	ms = append(ms, http.MethodOptions)
 	sort.Strings(ms)
@@ -124,7 +128,7 @@ func (d *dispatcher) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 	if !ok && hr.Method == http.MethodHead {
 		rt, ok = d.methods[http.MethodGet]
 	}
-	if !ok {
+	if !ok || (rt.Handle == nil && rt.Raw == nil) {
 		w.Header().Set("Allow", d.allow)
 		writeError(w, MethodNotAllowed(hr.Method))
 		return

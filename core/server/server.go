@@ -4,6 +4,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -14,8 +15,10 @@ import (
 	"github.com/cirrus-matrix/cirrus/core/blob"
 	"github.com/cirrus-matrix/cirrus/core/clientapi"
 	"github.com/cirrus-matrix/cirrus/core/httpapi"
+	"github.com/cirrus-matrix/cirrus/core/rooms"
 	"github.com/cirrus-matrix/cirrus/core/signing"
 	"github.com/cirrus-matrix/cirrus/core/table"
+	"maunium.net/go/mautrix/id"
 )
 
 // Config is the server's settings (infra/config reads them from the environment).
@@ -42,6 +45,8 @@ type Server struct {
 	deps     Deps
 	accounts *accounts.Service
 	client   *clientapi.API
+	rooms    *rooms.Service
+	roomsAPI *clientapi.RoomsAPI
 }
 
 // New builds the server.
@@ -58,12 +63,25 @@ func New(cfg Config, d Deps) (*Server, error) {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
+	if d.SigningKey == nil {
+		return nil, fmt.Errorf("server: no signing key")
+	}
 	acc := &accounts.Service{T: d.Table, ServerName: cfg.Client.ServerName, BcryptCost: cfg.BcryptCost, Now: d.Now}
+	rs := rooms.New(d.Table, cfg.Client.ServerName, d.SigningKey, d.Log, d.Now)
+	rs.Profile = func(ctx context.Context, u id.UserID) (string, string) {
+		p, err := acc.GetProfile(ctx, u)
+		if err != nil || p == nil {
+			return "", ""
+		}
+		return p.Fields.String(accounts.FieldDisplayName), p.Fields.String(accounts.FieldAvatarURL)
+	}
 	return &Server{
 		cfg:      cfg,
 		deps:     d,
 		accounts: acc,
-		client:   &clientapi.API{Cfg: cfg.Client, Accounts: acc},
+		client:   &clientapi.API{Cfg: cfg.Client, Accounts: acc, RoomLeaver: rs, ProfileSync: rs},
+		rooms:    rs,
+		roomsAPI: &clientapi.RoomsAPI{ServerName: cfg.Client.ServerName, Rooms: rs},
 	}, nil
 }
 
@@ -97,17 +115,26 @@ func (s *Server) Handler(functions ...string) http.Handler {
 	for _, r := range s.routes() {
 		if len(want) == 0 || want[r.Function] {
 			rs = append(rs, r)
+		} else {
+			// Other functions' paths stay known, so a method nobody serves
+			// is 405 here rather than 404 (API Gateway sends it to $default).
+			rs = append(rs, httpapi.Route{Method: r.Method, Path: r.Path, Function: r.Function})
 		}
 	}
 	var lim httpapi.Limiter
 	if s.cfg.Limits != nil {
 		lim = httpapi.NewLimiter(s.cfg.Limits, s.deps.Now)
 	}
-	return httpapi.NewRouter(rs, httpapi.Options{
+	router := httpapi.NewRouter(rs, httpapi.Options{
 		Auth:    s.accounts,
 		Limiter: lim,
 		MaxBody: s.cfg.MaxBodyBytes,
 		Log:     s.deps.Log,
 		Now:     s.deps.Now,
+	})
+	// The client address rides in the context so that authentication can
+	// record a device's last-seen address.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		router.ServeHTTP(w, r.WithContext(accounts.WithClientIP(r.Context(), httpapi.ClientIP(r))))
 	})
 }

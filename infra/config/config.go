@@ -41,6 +41,10 @@ type Config struct {
 	RegistrationWarning string
 }
 
+// minSharedSecretLen is the shortest CIRRUS_REGISTRATION_SHARED_SECRET
+// accepted: whoever knows it can create admin accounts.
+const minSharedSecretLen = 16
+
 // Getenv is how settings are read (os.Getenv; tests pass a map lookup).
 type Getenv func(string) string
 
@@ -118,6 +122,11 @@ func Load(get Getenv) (*Config, error) {
 	}
 	if cc.GuestAccess, err = boolVar(get, "CIRRUS_GUEST_ACCESS", false); err != nil {
 		return nil, err
+	}
+	// The shared secret is never echoed in errors.
+	cc.RegistrationSharedSecret = get("CIRRUS_REGISTRATION_SHARED_SECRET")
+	if n := len(cc.RegistrationSharedSecret); n > 0 && n < minSharedSecretLen {
+		return nil, fmt.Errorf("CIRRUS_REGISTRATION_SHARED_SECRET is %d characters; use at least %d (e.g. the output of: openssl rand -hex 32)", n, minSharedSecretLen)
 	}
 	if cc.RefreshTokenLifetime, err = durationVar(get, "CIRRUS_ACCESS_TOKEN_LIFETIME", time.Hour); err != nil {
 		return nil, err

@@ -34,6 +34,17 @@ func TestLoad(t *testing.T) {
 				t.Fatal("no warning for open registration")
 			}
 		}},
+		{name: "shared secret off by default", env: base, check: func(t *testing.T, c *Config) {
+			if c.Server.Client.RegistrationSharedSecret != "" {
+				t.Fatal("shared-secret registration must be off unless configured")
+			}
+		}},
+		{name: "shared secret", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_REGISTRATION_SHARED_SECRET": "0123456789abcdef0123"}, check: func(t *testing.T, c *Config) {
+			if c.Server.Client.RegistrationSharedSecret != "0123456789abcdef0123" {
+				t.Fatalf("secret %q", c.Server.Client.RegistrationSharedSecret)
+			}
+		}},
+		{name: "short shared secret", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_REGISTRATION_SHARED_SECRET": "short"}, wantErr: "CIRRUS_REGISTRATION_SHARED_SECRET"},
 		{name: "missing server name", env: map[string]string{}, wantErr: "CIRRUS_SERVER_NAME"},
 		{name: "bad server name", env: map[string]string{"CIRRUS_SERVER_NAME": "bad name"}, wantErr: "CIRRUS_SERVER_NAME"},
 		{name: "bad listen", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_LISTEN_ADDR": "8008"}, wantErr: "CIRRUS_LISTEN_ADDR"},

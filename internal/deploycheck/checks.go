@@ -582,6 +582,14 @@ func (t *Template) Lint() []Problem {
 	if _, ok := t.Raw["Globals"]; ok && !hasSAM {
 		add("Globals", "Globals need the %s transform", ServerlessTransform)
 	}
+	if d, ok := t.Raw["Description"].(string); ok && len(d) > 1024 {
+		add("Description", "%d bytes; CloudFormation allows 1024", len(d))
+	}
+	for _, name := range sortedParamNames(t) {
+		if d, ok := t.Parameters[name]["Description"].(string); ok && len(d) > 4000 {
+			add("Parameters."+name+".Description", "%d bytes; CloudFormation allows 4000", len(d))
+		}
+	}
 	if len(t.Resources) == 0 {
 		add("Resources", "a template needs at least one resource")
 	}

@@ -112,7 +112,7 @@ func Start(t testing.TB, engine string, vars map[string]string) *Env {
 		for _, fn := range server.Functions() {
 			handlers[fn] = algnhsa.New(build().Server.Handler(fn), lambdahttp.Options)
 		}
-		gw := lambdahttp.NewGateway(server.RouteTable(), handlers, server.FnDiscovery)
+		gw := lambdahttp.NewGateway(server.RouteTable(), handlers, server.FnDefault)
 		e.URL, e.HTTP = "http://apigateway.test", &http.Client{Transport: gw}
 	default:
 		t.Fatalf("unknown engine %q", engine)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/cirrus-matrix/cirrus/core/resources"
 	"github.com/cirrus-matrix/cirrus/infra/config"
 	"github.com/cirrus-matrix/cirrus/internal/deploycheck"
@@ -264,5 +266,50 @@ esac
 		if !strings.HasSuffix(redrive.DeadLetterTargetArn, ":"+q.DeadLetterName()) || redrive.MaxReceiveCount != q.MaxReceives {
 			t.Errorf("%s: redrive %+v, want %s after %d receives", q.Name, redrive, q.DeadLetterName(), q.MaxReceives)
 		}
+	}
+}
+
+// The compose file cannot be run here (no Docker engine); check the parts
+// the rest of the setup relies on.
+func TestComposeFile(t *testing.T) {
+	data, err := os.ReadFile("../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		Services map[string]struct {
+			Image       string
+			Ports       []string
+			Environment map[string]string
+			Volumes     []string
+		}
+		Networks map[string]struct{ Name string }
+	}
+	if err := yaml.Unmarshal(data, &c); err != nil {
+		t.Fatalf("docker-compose.yml: %v", err)
+	}
+	ls, ok := c.Services[composeHost]
+	if !ok {
+		t.Fatalf("no service %q (sam-env.json's queue URLs use that host name)", composeHost)
+	}
+	if !strings.HasPrefix(ls.Image, "localstack/localstack") {
+		t.Errorf("image %q", ls.Image)
+	}
+	for _, s := range []string{"dynamodb", "s3", "sqs"} {
+		if !strings.Contains(ls.Environment["SERVICES"], s) {
+			t.Errorf("SERVICES %q lacks %s", ls.Environment["SERVICES"], s)
+		}
+	}
+	if ls.Environment["AWS_DEFAULT_REGION"] != region {
+		t.Errorf("AWS_DEFAULT_REGION %q, want %s (the region the script and README use)", ls.Environment["AWS_DEFAULT_REGION"], region)
+	}
+	if len(ls.Ports) != 1 || !strings.HasSuffix(ls.Ports[0], ":"+edgePort+":"+edgePort) {
+		t.Errorf("ports %v, want LocalStack's %s", ls.Ports, edgePort)
+	}
+	if len(ls.Volumes) != 1 || !strings.HasPrefix(ls.Volumes[0], "./init/ready.d:/etc/localstack/init/ready.d") {
+		t.Errorf("volumes %v, want ./init/ready.d mounted on /etc/localstack/init/ready.d", ls.Volumes)
+	}
+	if c.Networks["default"].Name != "cirrus-localstack" {
+		t.Errorf("the default network must be named cirrus-localstack (README's sam local command uses it)")
 	}
 }

@@ -1,0 +1,387 @@
+package rooms
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	jsonv2 "encoding/json/v2"
+	"errors"
+	"fmt"
+	"time"
+
+	"maunium.net/go/mautrix/crypto/canonicaljson"
+	"maunium.net/go/mautrix/federation/eventauth"
+	"maunium.net/go/mautrix/federation/pdu"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/cirrus-matrix/cirrus/core/httpapi"
+	"github.com/cirrus-matrix/cirrus/core/table"
+)
+
+// NewEvent is an event a local user (or the server on their behalf) wants
+// to send.
+type NewEvent struct {
+	Type     string
+	StateKey *string
+	Sender   id.UserID
+	Content  json.RawMessage
+	// Redacts is the target of an m.room.redaction.
+	Redacts id.EventID
+	// TxnID and Device make the send idempotent per device.
+	TxnID  string
+	Device id.DeviceID
+}
+
+// maxAttempts bounds retries when other writers keep winning the room head.
+const maxAttempts = 50
+
+// Send builds, authorizes and persists a local event, returning its id. A
+// repeated (Device, TxnID) returns the first event's id without storing
+// anything.
+func (s *Service) Send(ctx context.Context, roomID id.RoomID, ne NewEvent) (id.EventID, error) {
+	if ne.TxnID != "" {
+		if prev, err := s.lookupTxn(ctx, ne.Sender, ne.Device, roomID, ne.TxnID); err != nil || prev != "" {
+			return prev, err
+		}
+	}
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		ev, err := s.trySend(ctx, roomID, ne, nil)
+		if err == errRetry {
+			backoff(attempt)
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		return ev.EventID, nil
+	}
+	return "", httpapi.LimitExceeded(100).With("error", "room is too busy, try again")
+}
+
+var errRetry = errors.New("rooms: lost a race, retry")
+
+func backoff(attempt int) {
+	if attempt < 2 {
+		return
+	}
+	var b [1]byte
+	_, _ = rand.Read(b[:])
+	time.Sleep(time.Duration(int(b[0])%(attempt*2)+1) * time.Millisecond)
+}
+
+func (s *Service) lookupTxn(ctx context.Context, u id.UserID, dev id.DeviceID, r id.RoomID, txn string) (id.EventID, error) {
+	it, err := s.T.Get(ctx, txnKey(u, dev, r, txn))
+	if errors.Is(err, table.ErrNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return id.EventID(it.Data), nil
+}
+
+// createSpec is set when the event is a room's m.room.create (no head yet).
+type createSpec struct {
+	roomID  id.RoomID
+	version id.RoomVersion
+}
+
+// trySend does one attempt: read head and state, build, authorize, commit.
+func (s *Service) trySend(ctx context.Context, roomID id.RoomID, ne NewEvent, create *createSpec) (*Event, error) {
+	var h *head
+	var err error
+	if create != nil {
+		h = &head{RoomVersion: create.version}
+	} else if h, err = s.getHead(ctx, roomID); err != nil {
+		return nil, err
+	}
+	rv := h.RoomVersion
+	p := &pdu.PDU{
+		Type:           ne.Type,
+		StateKey:       ne.StateKey,
+		Sender:         ne.Sender,
+		Content:        []byte(ne.Content),
+		OriginServerTS: s.Now().UnixMilli(),
+		Depth:          h.Depth + 1,
+		PrevEvents:     h.Extremities,
+		AuthEvents:     []id.EventID{},
+	}
+	if p.PrevEvents == nil {
+		p.PrevEvents = []id.EventID{}
+	}
+	if !(create != nil && rv.RoomIDIsCreateEventID()) {
+		p.RoomID = roomID
+	}
+	if ne.Redacts != "" && !rv.RedactsInContent() {
+		r := ne.Redacts
+		p.Redacts = &r
+	}
+	// Current state the event needs: its auth events (plus the create event,
+	// which v12 checks by room id) and the state it replaces.
+	keys := p.AuthEventSelection(rv)
+	if !keys.Has(pdu.StateKey{Type: "m.room.create"}) {
+		keys.Add("m.room.create", "")
+	}
+	if ne.StateKey != nil {
+		keys.Add(ne.Type, *ne.StateKey)
+	}
+	var current map[pdu.StateKey]*stateEntry
+	if create == nil {
+		if current, err = s.currentStateFor(ctx, roomID, keys); err != nil {
+			return nil, err
+		}
+	}
+	var authPDUs []*pdu.PDU
+	for _, k := range p.AuthEventSelection(rv) {
+		se := current[k]
+		if se == nil {
+			continue
+		}
+		ap, err := parsePDU(se.PDU)
+		if err != nil {
+			return nil, err
+		}
+		ap.InternalMeta.EventID = se.EventID
+		authPDUs = append(authPDUs, ap)
+		p.AuthEvents = append(p.AuthEvents, se.EventID)
+	}
+	if err := p.Sign(rv, s.ServerName, s.Key.ID, s.Key.Priv); err != nil {
+		return nil, err
+	}
+	raw, err := canonicaljson.Marshal(p)
+	if err != nil {
+		return nil, httpapi.BadJSON("event content is not valid canonical JSON: %v", err)
+	}
+	if len(raw) > MaxEventBytes {
+		return nil, httpapi.TooLarge("event is %d bytes of canonical JSON (max %d)", len(raw), MaxEventBytes)
+	}
+	eid, err := p.GetEventID(rv)
+	if err != nil {
+		return nil, err
+	}
+	if create != nil && rv.RoomIDIsCreateEventID() {
+		roomID = id.RoomID("!" + string(eid[1:]))
+	}
+	getEvents := func(ids []id.EventID) ([]*pdu.PDU, error) {
+		out := make([]*pdu.PDU, 0, len(ids))
+		for _, want := range ids {
+			for _, ap := range authPDUs {
+				if ap.InternalMeta.EventID == want {
+					out = append(out, ap)
+				}
+			}
+		}
+		return out, nil
+	}
+	precomputed := authPDUs
+	if precomputed == nil {
+		precomputed = []*pdu.PDU{}
+	}
+	if rv.RoomIDIsCreateEventID() {
+		// v12: the create event is found through the room id, not auth_events.
+		var without []*pdu.PDU
+		for _, ap := range authPDUs {
+			if ap.Type != "m.room.create" {
+				without = append(without, ap)
+			}
+		}
+		precomputed = without
+		if precomputed == nil {
+			precomputed = []*pdu.PDU{}
+		}
+		if cs := current[pdu.StateKey{Type: "m.room.create"}]; cs != nil {
+			cp, err := parsePDU(cs.PDU)
+			if err != nil {
+				return nil, err
+			}
+			cp.InternalMeta.EventID = cs.EventID
+			authPDUs = append(authPDUs, cp)
+		}
+	}
+	if err := eventauth.Authorize(rv, p, precomputed, getEvents, s.noRemoteKeys); err != nil {
+		return nil, httpapi.Forbidden("%s", authMessage(err))
+	}
+
+	ev := &Event{RoomID: roomID, RoomVersion: rv, EventID: eid, PDU: raw, Seq: h.seq + 1,
+		StateBefore: h.StateGroup, TxnID: ne.TxnID, TxnDevice: string(ne.Device)}
+	if err := ev.parse(); err != nil {
+		return nil, err
+	}
+	if ne.StateKey != nil {
+		if prev := current[pdu.StateKey{Type: ne.Type, StateKey: *ne.StateKey}]; prev != nil {
+			pp, err := parsePDU(prev.PDU)
+			if err == nil {
+				ev.Replaces = &PrevState{EventID: prev.EventID, Sender: pp.Sender, Content: json.RawMessage(pp.Content)}
+			}
+		}
+	}
+	// Allocate the stream position only now, after reading the head: any
+	// event that commits after us read the head after we committed, so it
+	// allocates a higher position. Room order and stream order agree.
+	pos, err := s.Events.Allocate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ev.Pos = pos
+	ops, err := s.commitOps(ctx, ev, h, create != nil)
+	if err != nil {
+		_ = s.Events.Void(ctx, pos)
+		return nil, err
+	}
+	err = s.T.Transact(ctx, ops)
+	var txe *table.TxError
+	switch {
+	case err == nil:
+	case errors.As(err, &txe):
+		_ = s.Events.Void(ctx, pos)
+		op := ops[txe.Index]
+		switch {
+		case op.Target() == headKey(roomID) || s.Events.IsClaimOp(op):
+			return nil, errRetry
+		case op.Target() == eventKey(eid):
+			return nil, errRetry // identical event already stored (same ts): rebuild
+		case ne.TxnID != "" && op.Target() == txnKey(ne.Sender, ne.Device, roomID, ne.TxnID):
+			prev, err := s.lookupTxn(ctx, ne.Sender, ne.Device, roomID, ne.TxnID)
+			if err != nil {
+				return nil, err
+			}
+			ev.EventID = prev
+			return ev, nil
+		case create != nil:
+			return nil, httpapi.Forbidden("room already exists")
+		}
+		return nil, err
+	case errors.Is(err, table.ErrConflict):
+		_ = s.Events.Void(ctx, pos)
+		return nil, errRetry
+	default:
+		_ = s.Events.Void(ctx, pos)
+		return nil, err
+	}
+	if s.OnPersist != nil {
+		s.OnPersist(ev)
+	}
+	return ev, nil
+}
+
+// commitOps builds the one transaction that persists an event.
+func (s *Service) commitOps(ctx context.Context, ev *Event, h *head, isCreate bool) ([]table.Op, error) {
+	nh := *h
+	nh.Extremities = []id.EventID{ev.EventID}
+	nh.Depth = h.Depth + 1
+	nh.LastPos = ev.Pos
+	var extra []table.Op
+	if ev.IsState() {
+		g, gops, err := s.newStateGroup(ctx, ev, h.StateGroup)
+		if err != nil {
+			return nil, err
+		}
+		ev.StateAfter = g
+		nh.StateGroup = g
+		extra = append(extra, gops...)
+		se := stateEntry{EventID: ev.EventID, PDU: ev.PDU, Membership: ev.Membership()}
+		sd, _ := json.Marshal(se)
+		k := stateKey(ev.RoomID, ev.Type, *ev.StateKey)
+		extra = append(extra, table.Put(table.Item{PK: k.PK, SK: k.SK, Data: sd}, table.Cond{}))
+		if ev.Type == "m.room.member" && s.isLocal(id.UserID(*ev.StateKey)) {
+			md, _ := json.Marshal(MembershipRecord{RoomID: ev.RoomID, Membership: ev.Membership(), EventID: ev.EventID, Pos: ev.Pos})
+			mk := membershipKey(id.UserID(*ev.StateKey), ev.RoomID)
+			extra = append(extra, table.Put(table.Item{PK: mk.PK, SK: mk.SK, Data: md, Num: ev.Pos}, table.Cond{}))
+		}
+	}
+	evData, _ := json.Marshal(ev)
+	hd, _ := json.Marshal(nh)
+	headCond := table.IfVersion(h.seq)
+	if isCreate {
+		headCond = table.IfNotExists()
+	}
+	entry, _ := json.Marshal(StreamEntry{RoomID: ev.RoomID, EventID: ev.EventID, Type: ev.Type, StateKey: ev.StateKey, Sender: ev.Sender})
+	hk := headKey(ev.RoomID)
+	ek := eventKey(ev.EventID)
+	ops := []table.Op{
+		table.Put(table.Item{PK: hk.PK, SK: hk.SK, Data: hd, Version: ev.Seq}, headCond),
+		table.Put(table.Item{PK: ek.PK, SK: ek.SK, Data: evData, Version: 1}, table.IfNotExists()),
+		table.Put(table.Item{PK: roomPK(ev.RoomID), SK: seqSK(ev.Seq), Data: []byte(ev.EventID), Num: ev.Pos}, table.IfNotExists()),
+		s.Events.ClaimOp(ev.Pos, entry),
+	}
+	ops = append(ops, extra...)
+	if ev.TxnID != "" {
+		tk := txnKey(ev.Sender, id.DeviceID(ev.TxnDevice), ev.RoomID, ev.TxnID)
+		ops = append(ops, table.Put(table.Item{PK: tk.PK, SK: tk.SK, Data: []byte(ev.EventID),
+			TTL: s.Now().Add(24 * time.Hour).Unix()}, table.IfNotExists()))
+	}
+	if rel := relationOf(ev); rel != nil {
+		rd, _ := json.Marshal(rel)
+		ops = append(ops, table.Put(table.Item{PK: relPK(rel.Parent), SK: rel.sortKey(ev.Seq, ev.EventID), Data: rd, Num: ev.Pos}, table.Cond{}))
+		// Count the parent's children on its item, so reads bundle relations
+		// only for events that have some (a missing parent is skipped).
+		if _, err := s.T.Get(ctx, eventKey(rel.Parent)); err == nil && rel.Parent != ev.Redacts {
+			ops = append(ops, table.Add(eventKey(rel.Parent), 1, table.IfExists()))
+		}
+	}
+	if ev.Type == "m.room.redaction" && ev.Redacts != "" {
+		if op, ok := s.redactOp(ctx, ev); ok {
+			ops = append(ops, op)
+		}
+	}
+	return ops, nil
+}
+
+// StreamEntry is what the global event stream records per position.
+type StreamEntry struct {
+	RoomID   id.RoomID  `json:"room_id"`
+	EventID  id.EventID `json:"event_id"`
+	Type     string     `json:"type"`
+	StateKey *string    `json:"state_key,omitempty"`
+	Sender   id.UserID  `json:"sender"`
+}
+
+// redactOp marks the redaction's target as redacted (if it is in this room).
+func (s *Service) redactOp(ctx context.Context, red *Event) (table.Op, bool) {
+	it, err := s.T.Get(ctx, eventKey(red.Redacts))
+	if err != nil {
+		return table.Op{}, false
+	}
+	target, err := decodeEvent(it)
+	if err != nil || target.RoomID != red.RoomID || target.RedactedBy != "" {
+		return table.Op{}, false
+	}
+	target.RedactedBy = red.EventID
+	d, _ := json.Marshal(target)
+	it.Data = d
+	it.Version++
+	return table.Put(it, table.IfVersion(it.Version-1)), true
+}
+
+func parsePDU(raw []byte) (*pdu.PDU, error) {
+	var p pdu.PDU
+	if err := jsonv2.Unmarshal(raw, &p); err != nil {
+		return nil, fmt.Errorf("stored PDU: %w", err)
+	}
+	return &p, nil
+}
+
+// noRemoteKeys is the key lookup for local authorization, which never needs
+// a remote server's key (third-party invites are not supported).
+func (s *Service) noRemoteKeys(serverName string, keyID id.KeyID, _ time.Time) (id.SigningKey, time.Time, error) {
+	if serverName == s.ServerName && keyID == s.Key.ID {
+		return s.Key.Pub, time.Now().Add(24 * time.Hour), nil
+	}
+	return "", time.Time{}, fmt.Errorf("no key for %s %s", serverName, keyID)
+}
+
+func authMessage(err error) string {
+	var afe eventauth.AuthFailError
+	if errors.As(err, &afe) {
+		return afe.Message
+	}
+	return err.Error()
+}
+
+// randomRoomID makes a room id for room versions before 12.
+func (s *Service) randomRoomID() id.RoomID {
+	var b [18]byte
+	_, _ = rand.Read(b[:])
+	return id.RoomID("!" + base64.RawURLEncoding.EncodeToString(b[:]) + ":" + s.ServerName)
+}

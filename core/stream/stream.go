@@ -1,0 +1,155 @@
+// Package stream gives the server totally ordered streams (the event
+// stream that incremental /sync reads) on top of the table port, safe with
+// many concurrent writers on many machines.
+//
+// A writer allocates a position with one atomic Add and then claims the
+// position's slot with IfNotExists in the same transaction that stores what
+// the position stands for. Because allocation and commit are separate, a
+// reader can find a gap: a position allocated but not yet committed. It never
+// reads past a gap (so it cannot skip an event that commits late); if the gap
+// stays open longer than Grace — its writer crashed — the reader fills the slot
+// with a void entry using IfNotExists. Exactly one of the writer and the
+// reader wins the slot; a writer that loses gets table.ErrConditionFailed for
+// its claim and must retry with a new position.
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/cirrus-matrix/cirrus/core/table"
+)
+
+// DefaultGrace is how long a gap may stay open before readers void it.
+const DefaultGrace = 5 * time.Second
+
+// Stream is one named stream.
+type Stream struct {
+	T    table.Table
+	Name string
+	// Grace is how long a reader waits for an allocated slot to be committed
+	// (DefaultGrace if zero).
+	Grace time.Duration
+	Now   func() time.Time
+}
+
+// Entry is one committed position.
+type Entry struct {
+	Pos  int64
+	Data []byte
+}
+
+const voidMark = 1
+
+func (s *Stream) pk() string         { return "stream#" + s.Name }
+func (s *Stream) counter() table.Key { return table.Key{PK: "counter#" + s.Name, SK: "counter"} }
+
+// PosKey is the fixed-width sort key of a position (sorts like the number).
+func PosKey(p int64) string { return fmt.Sprintf("%016d", p) }
+
+func (s *Stream) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func (s *Stream) grace() time.Duration {
+	if s.Grace > 0 {
+		return s.Grace
+	}
+	return DefaultGrace
+}
+
+// Allocate reserves the next position. The caller must then commit ClaimOp
+// for it, or Void it.
+func (s *Stream) Allocate(ctx context.Context) (int64, error) {
+	return s.T.Add(ctx, s.counter(), 1)
+}
+
+// Latest is the highest position allocated so far (some may still be in flight).
+func (s *Stream) Latest(ctx context.Context) (int64, error) {
+	it, err := s.T.Get(ctx, s.counter())
+	if errors.Is(err, table.ErrNotFound) {
+		return 0, nil
+	}
+	return it.Num, err
+}
+
+// ClaimOp is the transaction operation that commits data at position p. It
+// fails (as a condition failure) if a reader has voided the slot.
+func (s *Stream) ClaimOp(p int64, data []byte) table.Op {
+	return table.Put(table.Item{PK: s.pk(), SK: PosKey(p), Data: data, Num: s.now().UnixMilli()}, table.IfNotExists())
+}
+
+// IsClaimOp reports whether op is the claim of a stream slot (so a writer can
+// tell from a *table.TxError that it lost its slot).
+func (s *Stream) IsClaimOp(op table.Op) bool {
+	return op.Kind == table.OpPut && op.Item.PK == s.pk()
+}
+
+// Void gives up position p (a writer that will not use it calls this, so
+// readers need not wait for the grace period).
+func (s *Stream) Void(ctx context.Context, p int64) error {
+	err := s.T.Put(ctx, table.Item{PK: s.pk(), SK: PosKey(p), Version: voidMark, Num: s.now().UnixMilli()}, table.IfNotExists())
+	if errors.Is(err, table.ErrConditionFailed) {
+		return nil
+	}
+	return err
+}
+
+// Read returns the committed entries after position `after`, in order, up
+// to limit of them (0 = one table page), never past an open gap. next is the
+// position to read after next time (it covers void entries too).
+func (s *Stream) Read(ctx context.Context, after int64, limit int) (entries []Entry, next int64, err error) {
+	next = after
+	for attempt := 0; ; attempt++ {
+		q := table.Query{PK: s.pk(), From: PosKey(next + 1), Limit: limit}
+		if limit > 0 {
+			q.Limit = limit - len(entries) + 1
+		}
+		page, err := s.T.Query(ctx, q)
+		if err != nil {
+			return nil, after, err
+		}
+		gapAt := int64(0)
+		for _, it := range page.Items {
+			p, err := strconv.ParseInt(it.SK, 10, 64)
+			if err != nil {
+				return nil, after, fmt.Errorf("stream %s: bad position %q", s.Name, it.SK)
+			}
+			if p != next+1 {
+				gapAt = next + 1
+				if s.now().Sub(time.UnixMilli(it.Num)) < s.grace() {
+					return entries, next, nil // a writer may still be committing: wait for it
+				}
+				break
+			}
+			next = p
+			if it.Version != voidMark {
+				entries = append(entries, Entry{Pos: p, Data: it.Data})
+				if limit > 0 && len(entries) >= limit {
+					return entries, next, nil
+				}
+			}
+		}
+		if gapAt == 0 {
+			if page.Next == "" || (limit > 0 && len(entries) >= limit) {
+				return entries, next, nil
+			}
+			continue
+		}
+		// The gap has outlived the grace period: its writer is gone. Void
+		// it (if the writer commits first, the void fails and we read its
+		// entry on the next pass).
+		if err := s.Void(ctx, gapAt); err != nil {
+			return entries, next, err
+		}
+		if attempt > 1000 {
+			return entries, next, fmt.Errorf("stream %s: too many gaps after %d", s.Name, next)
+		}
+	}
+}
