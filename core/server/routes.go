@@ -111,5 +111,15 @@ func (s *Server) routes() []h.Route {
 		// Reading the timeline.
 		{Method: http.MethodGet, Path: cv3 + "/rooms/{roomId}/event/{eventId}", Function: FnTimeline, Auth: h.AuthRequired, Handle: rm.GetEvent},
 		{Method: http.MethodGet, Path: cv3 + "/rooms/{roomId}/messages", Function: FnTimeline, Auth: h.AuthRequired, Handle: rm.Messages},
+		// (more rooms routes: above this line)
+
+		// Sync, filters, account data, ephemeral events, to-device.
+		// (sync routes: above this line)
+
+		// End-to-end encryption keys.
+		// (keys routes: above this line)
+
+		// Media.
+		// (media routes: above this line)
 	}
 }
