@@ -211,7 +211,7 @@ func (a *RoomsAPI) membershipAction(action string) httpapi.Handler {
 		}
 		var body struct {
 			reasonBody
-			IsDirect bool `json:"is_direct"`
+			IsDirect bool   `json:"is_direct"`
 			IDServer string `json:"id_server"`
 		}
 		if err := r.DecodeJSON(&body); err != nil {

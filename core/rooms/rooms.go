@@ -73,6 +73,7 @@ func stateKey(r id.RoomID, typ, skey string) table.Key {
 func membershipKey(u id.UserID, r id.RoomID) table.Key {
 	return table.Key{PK: "user#" + string(u), SK: "mship#" + string(r)}
 }
+
 // txnKey scopes a client transaction id like the request path does: to the
 // device and the room.
 func txnKey(u id.UserID, device id.DeviceID, r id.RoomID, txn string) table.Key {

@@ -100,7 +100,7 @@ const (
 type baseRoom struct {
 	*room
 	create, aliceJoin, pl, joinRules, bobJoin, charlieJoin id.EventID
-	state                                                stateres.StateMap
+	state                                                  stateres.StateMap
 }
 
 func newBase(t *testing.T, rv id.RoomVersion) *baseRoom {
