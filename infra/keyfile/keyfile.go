@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/cirrus-matrix/cirrus/core/signing"
@@ -23,23 +24,36 @@ func (s Store) Load(context.Context) (string, error) {
 	return strings.TrimSpace(string(b)), err
 }
 
-// Create implements signing.Store: O_EXCL makes the first creator win.
+// Create implements signing.Store. The key is written to a temporary file
+// first and then hard-linked into place: the link is atomic and fails if a
+// key already exists, so a concurrent Load never sees a half-written file
+// and exactly one creator wins.
 func (s Store) Create(_ context.Context, text string) error {
-	f, err := os.OpenFile(s.Path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		return signing.ErrExists
-	}
+	tmp, err := os.CreateTemp(filepath.Dir(s.Path), ".signing-*.tmp")
 	if err != nil {
 		return err
 	}
-	if _, err := f.WriteString(text + "\n"); err != nil {
-		f.Close()
-		os.Remove(s.Path)
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
+	if _, err := tmp.WriteString(text + "\n"); err != nil {
+		tmp.Close()
 		return err
 	}
-	return f.Close()
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Link(tmp.Name(), s.Path); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return signing.ErrExists
+		}
+		return err
+	}
+	return nil
 }
