@@ -10,7 +10,7 @@ import (
 
 	"github.com/cirrus-matrix/cirrus/core/migrate"
 	"github.com/cirrus-matrix/cirrus/core/table"
-	"github.com/cirrus-matrix/cirrus/internal/testenv"
+	"github.com/cirrus-matrix/cirrus/internal/testtable"
 )
 
 // TestUpgradeInPlace writes data in an "old" format (format 1, where a
@@ -18,10 +18,10 @@ import (
 // step 2 moves that field into a new item. The data must be upgraded in
 // place, nothing lost, and the format recorded.
 func TestUpgradeInPlace(t *testing.T) {
-	for _, engine := range testenv.TableEngines {
+	for _, engine := range testtable.Engines {
 		t.Run(engine, func(t *testing.T) {
 			ctx := context.Background()
-			tb := testenv.Table(t, engine)
+			tb := testtable.Open(t, engine)
 			v1 := []migrate.Step{{To: 1, Name: "initial", Run: func(context.Context, table.Table) error { return nil }}}
 			if err := migrate.Up(ctx, tb, v1); err != nil {
 				t.Fatal(err)
@@ -89,7 +89,7 @@ func TestUpgradeInPlace(t *testing.T) {
 }
 
 func TestStepsMustIncrease(t *testing.T) {
-	tb := testenv.Table(t, "bolt")
+	tb := testtable.Open(t, "bolt")
 	bad := []migrate.Step{{To: 2, Run: func(context.Context, table.Table) error { return nil }}, {To: 1, Run: func(context.Context, table.Table) error { return nil }}}
 	if err := migrate.Up(context.Background(), tb, bad); err == nil {
 		t.Fatal("out-of-order steps accepted")

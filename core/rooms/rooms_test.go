@@ -12,7 +12,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/core/rooms"
 	"github.com/cirrus-matrix/cirrus/core/signing"
 	"github.com/cirrus-matrix/cirrus/core/table"
-	"github.com/cirrus-matrix/cirrus/internal/testenv"
+	"github.com/cirrus-matrix/cirrus/internal/testtable"
 )
 
 func newEngines(t *testing.T, tb table.Table, n int) []*rooms.Service {
@@ -37,10 +37,10 @@ func msg(body string) json.RawMessage {
 // one room; every acknowledged event is stored exactly once, the room's
 // sequence is dense, the local DAG linear, and stream order follows room order.
 func TestConcurrentSenders(t *testing.T) {
-	for _, engine := range testenv.TableEngines {
+	for _, engine := range testtable.Engines {
 		t.Run(engine, func(t *testing.T) {
 			ctx := context.Background()
-			tb := testenv.Table(t, engine)
+			tb := testtable.Open(t, engine)
 			svcs := newEngines(t, tb, 3)
 			alice := id.UserID("@alice:cirrus.test")
 			for _, v := range []id.RoomVersion{"10", "12"} {
@@ -125,7 +125,7 @@ func TestConcurrentSenders(t *testing.T) {
 
 func TestAuthorization(t *testing.T) {
 	ctx := context.Background()
-	tb := testenv.Table(t, "bolt")
+	tb := testtable.Open(t, "bolt")
 	svc := newEngines(t, tb, 1)[0]
 	alice, bob := id.UserID("@alice:cirrus.test"), id.UserID("@bob:cirrus.test")
 	room, err := svc.CreateRoom(ctx, rooms.CreateRequest{Creator: alice, Preset: "private_chat"})

@@ -9,7 +9,7 @@ import (
 
 	"github.com/cirrus-matrix/cirrus/core/signing"
 	"github.com/cirrus-matrix/cirrus/infra/keyfile"
-	"github.com/cirrus-matrix/cirrus/internal/testenv"
+	"github.com/cirrus-matrix/cirrus/internal/testtable"
 )
 
 // TestOneKeyForEveryProcess: processes starting at once all end up with
@@ -17,8 +17,8 @@ import (
 func TestOneKeyForEveryProcess(t *testing.T) {
 	stores := map[string]signing.Store{
 		"file":   keyfile.Store{Path: filepath.Join(t.TempDir(), "signing.key")},
-		"bolt":   signing.TableStore{T: testenv.Table(t, "bolt")},
-		"dynamo": signing.TableStore{T: testenv.Table(t, "dynamo")},
+		"bolt":   signing.TableStore{T: testtable.Open(t, "bolt")},
+		"dynamo": signing.TableStore{T: testtable.Open(t, "dynamo")},
 	}
 	for name, st := range stores {
 		t.Run(name, func(t *testing.T) {

@@ -47,6 +47,10 @@ const voidMark = 1
 func (s *Stream) pk() string         { return "stream#" + s.Name }
 func (s *Stream) counter() table.Key { return table.Key{PK: "counter#" + s.Name, SK: "counter"} }
 
+// CounterKey is the key of the item whose Num is the last allocated
+// position (for readers that watch several streams with one GetMany).
+func (s *Stream) CounterKey() table.Key { return s.counter() }
+
 // PosKey is the fixed-width sort key of a position (sorts like the number).
 func PosKey(p int64) string { return fmt.Sprintf("%016d", p) }
 

@@ -110,7 +110,7 @@ func Start(t testing.TB, engine string, vars map[string]string) *Env {
 	case "lambda":
 		handlers := map[string]lambda.Handler{}
 		for _, fn := range server.Functions() {
-			handlers[fn] = algnhsa.New(build().Server.Handler(fn), lambdahttp.Options)
+			handlers[fn] = algnhsa.New(build().Server.Handler(fn), lambdahttp.OptionsFor(fn))
 		}
 		gw := lambdahttp.NewGateway(server.RouteTable(), handlers, server.FnDefault)
 		e.URL, e.HTTP = "http://apigateway.test", &http.Client{Transport: gw}

@@ -1,7 +1,12 @@
-package testenv
+// Package testtable opens a fresh table on each storage engine for tests,
+// so domain packages run their tests on both engines without starting a
+// whole server.
+package testtable
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"path/filepath"
 	"testing"
 
@@ -14,13 +19,19 @@ import (
 	"github.com/cirrus-matrix/cirrus/infra/dynamo"
 )
 
-// TableEngines names the table engines Table can open.
-var TableEngines = []string{"bolt", "dynamo"}
+func randomSuffix() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
 
-// Table opens a fresh, empty table on engine ("bolt" in a temp dir, or
+// Engines names the table engines Open can open.
+var Engines = []string{"bolt", "dynamo"}
+
+// Open opens a fresh, empty table on engine ("bolt" in a temp dir, or
 // "dynamo" on the DynamoDB stand-in), closed when the test ends. Domain
 // packages use it to run their tests on both engines.
-func Table(t testing.TB, engine string) table.Table {
+func Open(t testing.TB, engine string) table.Table {
 	t.Helper()
 	switch engine {
 	case "bolt":
