@@ -1,10 +1,18 @@
 package cirrus_test
 
-// These tests check template.yaml (and build.mk, samconfig.toml and the
-// LocalStack files) against the code: the route table in core/server, the
-// resource definitions in core/resources and the settings infra/config
-// reads. Nothing about today's functions, routes or queues is written here;
-// a new route, function or queue shows up in the failures with what to add.
+// template.yaml is generated (`make template`, internal/samtemplate) from
+// the route table, core/resources, the directories under functions/ and the
+// function settings in internal/samtemplate. TestTemplateIsGenerated fails
+// while the committed file is stale; TestStackInputsAgree reports what the
+// generator found wrong in its input (a function without a directory, a
+// directory without routes, …).
+//
+// The other tests check template.yaml (and build.mk, samconfig.toml and the
+// LocalStack files) against the code on their own: they parse the YAML and
+// compare it with the route table in core/server, the resource definitions
+// in core/resources and the settings infra/config reads, so they also guard
+// the generator. Nothing about today's functions, routes or queues is
+// written here.
 
 import (
 	"encoding/json"
@@ -33,31 +41,41 @@ import (
 	"github.com/cirrus-matrix/cirrus/core/server"
 	"github.com/cirrus-matrix/cirrus/infra/config"
 	"github.com/cirrus-matrix/cirrus/internal/deploycheck"
+	"github.com/cirrus-matrix/cirrus/internal/samtemplate"
 )
 
 const (
 	templateFile  = "template.yaml"
 	samConfigFile = "samconfig.toml"
 	samEnvFile    = "localstack/sam-env.json"
-	routesFile    = "core/server/routes.go"
+	serverDir     = "core/server" // routes.go is the route table
 )
 
 // defaultFunction serves API Gateway's $default route: every request that
 // matches no route (unknown paths, wrong methods, OPTIONS preflights) goes to
 // it, and its router answers 404/405 M_UNRECOGNIZED in the Matrix format or
 // the CORS preflight. internal/testenv's gateway emulator uses the same one.
-const defaultFunction = server.FnDiscovery
+const defaultFunction = server.FnDefault
 
-// workerFunctions are the functions that serve no route: queue consumers.
-// There are none yet. Add each one here with the queue it consumes; the
-// tests then expect it in template.yaml with an SQS event on that queue
-// (batch failures reported, timeout within the queue's visibility timeout)
-// and a functions/<kebab-name>/main.go.
-var workerFunctions = map[string]queue.Spec{}
+// workerFunctions are the functions that serve no route: queue consumers,
+// declared in internal/samtemplate/functions.go (a Functions entry with a
+// Queue). There are none yet. The tests expect each in template.yaml with an
+// SQS event on its queue (batch failures reported, timeout within the
+// queue's visibility timeout) and a functions/<kebab-name>/main.go.
+var workerFunctions = func() map[string]queue.Spec {
+	out := map[string]queue.Spec{}
+	for _, w := range samtemplate.Workers() {
+		out[w.Name] = w.Queue
+	}
+	return out
+}()
 
 // notDeployed are directories under functions/ that are not Lambda
 // functions of the stack: the all-in-one server.
-var notDeployed = map[string]bool{"homeserver": true}
+var notDeployed = samtemplate.NotDeployed
+
+// regenerate is the advice for a template that does not match the code.
+const regenerate = "run make template"
 
 // queueURLSetting says where infra/config puts each queue's URL. A new queue
 // in core/resources needs an entry here (and a setting in infra/config).
@@ -175,6 +193,60 @@ func str(v any) string {
 		return ""
 	}
 	return fmt.Sprint(v)
+}
+
+// --- generation ----------------------------------------------------------
+
+// The committed template must be exactly what the generator writes now.
+func TestTemplateIsGenerated(t *testing.T) {
+	in, err := samtemplate.FromRepo(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := samtemplate.Generate(in)
+	if err != nil {
+		t.Fatalf("generating the template: %v", err)
+	}
+	got, err := os.ReadFile(templateFile)
+	if err != nil {
+		t.Fatalf("%v: %s", err, regenerate)
+	}
+	if string(got) == string(res.YAML) {
+		return
+	}
+	gl, wl := strings.Split(string(got), "\n"), strings.Split(string(res.YAML), "\n")
+	line := 0
+	for line < len(gl) && line < len(wl) && gl[line] == wl[line] {
+		line++
+	}
+	show := func(l []string) string {
+		if line < len(l) {
+			return l[line]
+		}
+		return "(end of file)"
+	}
+	t.Errorf("%s is stale: %s\n(it is generated from the route table (core/server), core/resources, functions/ and internal/samtemplate; do not edit it)\nfirst difference at line %d:\n  committed: %s\n  generated: %s",
+		templateFile, regenerate, line+1, show(gl), show(wl))
+}
+
+// What the generator finds wrong with its input: a function of the route
+// table without a directory under functions/, a directory whose function
+// serves no route, settings that Lambda or API Gateway refuse, ….
+func TestStackInputsAgree(t *testing.T) {
+	in, err := samtemplate.FromRepo(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := samtemplate.Generate(in)
+	if err != nil {
+		t.Fatalf("generating the template: %v", err)
+	}
+	for _, p := range res.Problems {
+		t.Error(p)
+	}
+	for _, n := range res.Notes {
+		t.Log("note:", n)
+	}
 }
 
 // --- the template as a whole -------------------------------------------
@@ -305,21 +377,21 @@ func TestTemplateRoutesMatchRouteTable(t *testing.T) {
 		switch {
 		case !ok:
 			method, path, _ := strings.Cut(key, " ")
-			t.Errorf("route %s (function %s in the route table) has no HttpApi event; add to %s's Events:\n%s",
-				key, fn, fn, deploycheck.EventYAML(f.apiID, method, path))
+			t.Errorf("route %s (function %s in the route table) has no HttpApi event in %s: %s (it would add %s %s to %s's Events)",
+				key, fn, templateFile, regenerate, method, path, fn)
 		case got.fn != fn:
 			t.Errorf("route %s is served by %s (event %s) but the route table says %s", key, got.fn, got.event, fn)
 		}
 	}
 	for _, key := range sorted(served) {
 		if _, ok := want[key]; !ok {
-			t.Errorf("%s event %s routes %s, which is not in the route table (core/server/routes.go)", served[key].fn, served[key].event, key)
+			t.Errorf("%s event %s routes %s, which is not in the route table (core/server)", served[key].fn, served[key].event, key)
 		}
 	}
 
 	switch {
 	case len(defaults) == 0:
-		t.Errorf("no $default route: unknown paths would get API Gateway's plain 404 instead of M_UNRECOGNIZED; add to %s's Events:\n        Default:\n          Type: HttpApi\n          Properties:\n            ApiId: !Ref %s\n", defaultFunction, f.apiID)
+		t.Errorf("no $default route: unknown paths would get API Gateway's plain 404 instead of M_UNRECOGNIZED; it belongs to %s on %s: %s", defaultFunction, f.apiID, regenerate)
 	case len(defaults) > 1:
 		t.Errorf("$default is routed more than once (%v): API Gateway allows one", defaults)
 	case defaults[0] != defaultFunction:
@@ -377,12 +449,12 @@ func TestTemplateFunctionsMatchCode(t *testing.T) {
 	}
 	for _, fn := range sorted(wantFns) {
 		if have[fn] == nil {
-			t.Errorf("function %s (from the route table or workerFunctions) is missing from %s: add an AWS::Serverless::Function named %s", fn, templateFile, fn)
+			t.Errorf("function %s (from the route table or a worker in internal/samtemplate) is missing from %s: %s", fn, templateFile, regenerate)
 		}
 	}
 	for _, fn := range sorted(have) {
 		if !wantFns[fn] {
-			t.Errorf("%s declares function %s, which serves no route in core/server/routes.go and is not in workerFunctions", templateFile, fn)
+			t.Errorf("%s declares function %s, which serves no route in the route table (core/server) and is not a worker in internal/samtemplate: %s", templateFile, fn, regenerate)
 		}
 	}
 
@@ -394,7 +466,7 @@ func TestTemplateFunctionsMatchCode(t *testing.T) {
 			continue
 		}
 		if have[deploycheck.Camel(dir)] == nil {
-			t.Errorf("functions/%s has no function %s in %s (or list it in notDeployed)", dir, deploycheck.Camel(dir), templateFile)
+			t.Errorf("functions/%s has no function %s in %s: give it routes in the route table (core/server) (or declare it a worker, or list it in NotDeployed, in internal/samtemplate/functions.go), then %s", dir, deploycheck.Camel(dir), templateFile, regenerate)
 		}
 	}
 
@@ -456,26 +528,37 @@ func TestTemplateFunctionsMatchCode(t *testing.T) {
 	}
 }
 
-// fnConstants reads the Fn* constants of core/server/routes.go: name → value.
+// fnConstants reads the string constants of core/server (the Fn* ones
+// among them, in routes.go and beside it): name → value.
 func fnConstants(t *testing.T) map[string]string {
 	t.Helper()
-	file, err := parser.ParseFile(token.NewFileSet(), routesFile, nil, 0)
-	if err != nil {
-		t.Fatalf("%s: %v", routesFile, err)
+	files, err := filepath.Glob(filepath.Join(serverDir, "*.go"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no Go files in %s: %v", serverDir, err)
 	}
 	out := map[string]string{}
-	for _, d := range file.Decls {
-		gd, ok := d.(*ast.GenDecl)
-		if !ok || gd.Tok != token.CONST {
+	fset := token.NewFileSet()
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
 			continue
 		}
-		for _, s := range gd.Specs {
-			vs := s.(*ast.ValueSpec)
-			for i, n := range vs.Names {
-				if i < len(vs.Values) {
-					if lit, ok := vs.Values[i].(*ast.BasicLit); ok && lit.Kind == token.STRING {
-						v, _ := strconv.Unquote(lit.Value)
-						out[n.Name] = v
+		file, err := parser.ParseFile(fset, name, nil, 0)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for _, d := range file.Decls {
+			gd, ok := d.(*ast.GenDecl)
+			if !ok || gd.Tok != token.CONST {
+				continue
+			}
+			for _, s := range gd.Specs {
+				vs := s.(*ast.ValueSpec)
+				for i, n := range vs.Names {
+					if i < len(vs.Values) {
+						if lit, ok := vs.Values[i].(*ast.BasicLit); ok && lit.Kind == token.STRING {
+							v, _ := strconv.Unquote(lit.Value)
+							out[n.Name] = v
+						}
 					}
 				}
 			}
@@ -1312,5 +1395,41 @@ Resources:
 				t.Errorf("%s: no problem mentioning %q in:\n%s", c.name, w, probs)
 			}
 		}
+	}
+}
+
+// There are no workers yet either; this runs the worker checks on what the
+// generator writes for one, so the design is ready when the first arrives.
+func TestGeneratedWorkerPassesChecks(t *testing.T) {
+	in, err := samtemplate.FromRepo(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := resources.FanoutQueue
+	const name = "FanoutWorker"
+	in.Settings = map[string]samtemplate.Function{}
+	for k, v := range samtemplate.Functions {
+		in.Settings[k] = v
+	}
+	in.Settings[name] = samtemplate.Function{Queue: &q}
+	in.Dirs = append(in.Dirs, deploycheck.Kebab(name))
+	res, err := samtemplate.Generate(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := newFixture(res.YAML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := f.tmpl.Resources[name]
+	if r == nil {
+		t.Fatalf("the generator wrote no %s", name)
+	}
+	for _, p := range append(f.tmpl.Lint(), f.tmpl.CheckRefs()...) {
+		t.Errorf("%s", p)
+	}
+	timeout, _ := strconv.Atoi(str(f.tmpl.MergeGlobals(r)["Timeout"]))
+	for _, p := range workerProblems(f, r, q, timeout) {
+		t.Error(p)
 	}
 }

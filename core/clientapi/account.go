@@ -133,6 +133,9 @@ func (a *API) ChangePassword(r *httpapi.Request) (any, error) {
 		if err := a.Accounts.DeleteAllDevices(ctx, r.Caller.UserID, r.Caller.DeviceID); err != nil {
 			return nil, err
 		}
+		if err := a.dropAllDeviceKeys(ctx, r.Caller.UserID, r.Caller.DeviceID); err != nil {
+			return nil, err
+		}
 	}
 	return httpapi.Empty{}, nil
 }
@@ -172,6 +175,9 @@ func (a *API) Deactivate(r *httpapi.Request) (any, error) {
 		}
 	}
 	if err := a.Accounts.DeleteAllDevices(ctx, u, ""); err != nil {
+		return nil, err
+	}
+	if err := a.dropAllDeviceKeys(ctx, u, ""); err != nil {
 		return nil, err
 	}
 	// Cirrus keeps no third-party identifiers, so there is nothing to unbind

@@ -312,12 +312,18 @@ func (a *API) Logout(r *httpapi.Request) (any, error) {
 	if err := a.Accounts.DeleteDevice(r.Ctx(), r.Caller.UserID, r.Caller.DeviceID); err != nil {
 		return nil, err
 	}
+	if err := a.dropDeviceKeys(r.Ctx(), r.Caller.UserID, r.Caller.DeviceID); err != nil {
+		return nil, err
+	}
 	return httpapi.Empty{}, nil
 }
 
 // LogoutAll serves POST /_matrix/client/v3/logout/all.
 func (a *API) LogoutAll(r *httpapi.Request) (any, error) {
 	if err := a.Accounts.DeleteAllDevices(r.Ctx(), r.Caller.UserID, ""); err != nil {
+		return nil, err
+	}
+	if err := a.dropAllDeviceKeys(r.Ctx(), r.Caller.UserID, ""); err != nil {
 		return nil, err
 	}
 	return httpapi.Empty{}, nil

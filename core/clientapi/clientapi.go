@@ -61,4 +61,9 @@ type API struct {
 	// RoomLeaver and ProfileSync are optional (nil: nothing to do).
 	RoomLeaver  RoomLeaver
 	ProfileSync ProfileSync
+	// RemoteProfile, if set, asks another server for its user's profile
+	// (field "" for all of it).
+	RemoteProfile func(ctx context.Context, u id.UserID, field string) (map[string]any, error)
+	// DeviceKeys, if set, drops the encryption keys of deleted devices.
+	DeviceKeys DeviceKeysDeleter
 }

@@ -101,6 +101,9 @@ func (a *API) DeleteDevice(r *httpapi.Request) (any, error) {
 	if err := a.Accounts.DeleteDevice(r.Ctx(), r.Caller.UserID, dev); err != nil {
 		return nil, err
 	}
+	if err := a.dropDeviceKeys(r.Ctx(), r.Caller.UserID, dev); err != nil {
+		return nil, err
+	}
 	return httpapi.Empty{}, nil
 }
 
@@ -132,6 +135,9 @@ func (a *API) DeleteDevices(r *httpapi.Request) (any, error) {
 		ids[i] = id.DeviceID(d)
 	}
 	if err := a.Accounts.DeleteDevices(r.Ctx(), r.Caller.UserID, ids); err != nil {
+		return nil, err
+	}
+	if err := a.dropDeviceKeys(r.Ctx(), r.Caller.UserID, ids...); err != nil {
 		return nil, err
 	}
 	return httpapi.Empty{}, nil

@@ -71,6 +71,9 @@ func (a *RoomsAPI) Send(r *httpapi.Request) (any, error) {
 	if err := a.requireJoined(r.Ctx(), room, r.Caller.UserID); err != nil {
 		return nil, err
 	}
+	if err := a.checkThreadTarget(r.Ctx(), room, c); err != nil {
+		return nil, err
+	}
 	eid, err := a.Rooms.Send(r.Ctx(), room, ne)
 	if err != nil {
 		return nil, err
@@ -406,8 +409,12 @@ func (a *RoomsAPI) Messages(r *httpapi.Request) (any, error) {
 		if err != nil {
 			return nil, err
 		}
+		ignored, err := a.ignoredBy(ctx, r.Caller.UserID)
+		if err != nil {
+			return nil, err
+		}
 		for _, ev := range vis {
-			if f.Match(ev) {
+			if f.Match(ev) && (ev.IsState() || !ignored[ev.Sender]) {
 				chunk = append(chunk, ev)
 			}
 		}

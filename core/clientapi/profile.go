@@ -62,7 +62,18 @@ func (a *API) lookupProfile(r *httpapi.Request) (accounts.Profile, error) {
 		return nil, err
 	}
 	if !local {
-		return nil, httpapi.NotFound("profile not found")
+		if a.RemoteProfile == nil {
+			return nil, httpapi.NotFound("profile not found")
+		}
+		rp, err := a.RemoteProfile(r.Ctx(), u, r.PathValue("keyName"))
+		if err != nil {
+			return nil, err
+		}
+		out := accounts.Profile{}
+		for k, v := range rp {
+			out[k], _ = json.Marshal(v)
+		}
+		return out, nil
 	}
 	p, err := a.Accounts.GetProfile(r.Ctx(), u)
 	if err != nil {

@@ -16,6 +16,17 @@ import (
 type RoomsAPI struct {
 	ServerName string
 	Rooms      *rooms.Service
+	// Ignored, if set, returns the users a user ignores (m.ignored_user_list):
+	// their non-state events are left out of /messages.
+	Ignored func(ctx context.Context, u id.UserID) (map[id.UserID]bool, error)
+}
+
+// ignoredBy returns the users u ignores (none without an Ignored hook).
+func (a *RoomsAPI) ignoredBy(ctx context.Context, u id.UserID) (map[id.UserID]bool, error) {
+	if a.Ignored == nil {
+		return nil, nil
+	}
+	return a.Ignored(ctx, u)
 }
 
 // roomIDParam validates the {roomId} path parameter.
@@ -151,13 +162,24 @@ type reasonBody struct {
 	UserID id.UserID `json:"user_id"`
 }
 
-// JoinByIDOrAlias serves POST /join/{roomIdOrAlias}.
+// JoinByIDOrAlias serves POST /join/{roomIdOrAlias}. A room on another
+// server is joined through the servers named by via (or the deprecated
+// server_name), or those the alias's server names.
 func (a *RoomsAPI) JoinByIDOrAlias(r *httpapi.Request) (any, error) {
-	room, err := a.resolveRoom(r.Ctx(), r.PathValue("roomIdOrAlias"))
+	s := r.PathValue("roomIdOrAlias")
+	servers := append(r.URL.Query()["via"], r.URL.Query()["server_name"]...)
+	if strings.HasPrefix(s, "#") {
+		room, more, err := a.Rooms.ResolveAliasServers(r.Ctx(), id.RoomAlias(s))
+		if err != nil {
+			return nil, err
+		}
+		return a.join(r, room, append(servers, more...))
+	}
+	room, err := a.resolveRoom(r.Ctx(), s)
 	if err != nil {
 		return nil, err
 	}
-	return a.join(r, room)
+	return a.join(r, room, servers)
 }
 
 // Join serves POST /rooms/{roomId}/join.
@@ -166,10 +188,10 @@ func (a *RoomsAPI) Join(r *httpapi.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return a.join(r, room)
+	return a.join(r, room, nil)
 }
 
-func (a *RoomsAPI) join(r *httpapi.Request, room id.RoomID) (any, error) {
+func (a *RoomsAPI) join(r *httpapi.Request, room id.RoomID, servers []string) (any, error) {
 	var body struct {
 		Reason string          `json:"reason"`
 		TPI    json.RawMessage `json:"third_party_signed"`
@@ -180,7 +202,7 @@ func (a *RoomsAPI) join(r *httpapi.Request, room id.RoomID) (any, error) {
 	if len(body.TPI) > 0 && string(body.TPI) != "null" {
 		return nil, httpapi.Forbidden("third-party invites are not supported on this server")
 	}
-	if _, err := a.Rooms.Join(r.Ctx(), room, r.Caller.UserID, body.Reason); err != nil {
+	if _, err := a.Rooms.JoinVia(r.Ctx(), room, r.Caller.UserID, body.Reason, servers); err != nil {
 		return nil, err
 	}
 	return map[string]id.RoomID{"room_id": room}, nil

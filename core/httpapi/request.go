@@ -29,9 +29,11 @@ type Request struct {
 	Caller *Caller
 	// AccessToken is the raw token the client sent, if any.
 	AccessToken string
-	maxBody     int64
-	body        []byte
-	bodyRead    bool
+	// Origin is the requesting server on AuthFederation routes.
+	Origin   string
+	maxBody  int64
+	body     []byte
+	bodyRead bool
 }
 
 // Ctx is the request's context.

@@ -25,7 +25,17 @@ const (
 	AuthNone     AuthMode = iota // no token looked at
 	AuthRequired                 // a valid access token (M_MISSING_TOKEN / M_UNKNOWN_TOKEN otherwise)
 	AuthOptional                 // a token is checked if given
+	// AuthFederation needs a valid X-Matrix signature from another server
+	// (401 M_UNAUTHORIZED otherwise); Request.Origin names that server.
+	AuthFederation
 )
+
+// ServerVerifier checks the X-Matrix authorization of a server-server
+// request. It returns the request to continue with (its body may have been
+// read and replaced) and the origin server, or an *Error.
+type ServerVerifier interface {
+	VerifyServer(r *http.Request, maxBody int64) (*http.Request, string, error)
+}
 
 // Route is one row of the route table.
 type Route struct {
@@ -37,8 +47,10 @@ type Route struct {
 	Function string
 	Auth     AuthMode
 	// Limit is the rate-limit class ("" for none).
-	Limit  string
-	Handle Handler
+	Limit string
+	// MaxBody overrides Options.MaxBody for this route (0 = the default).
+	MaxBody int64
+	Handle  Handler
 	// Raw, when set instead of Handle, writes the response itself (media).
 	Raw func(w http.ResponseWriter, r *Request)
 	// A route with neither Handle nor Raw only makes its path known: this
@@ -59,10 +71,12 @@ type Limiter interface {
 
 // Options configure a router.
 type Options struct {
-	Auth    Authenticator
-	Limiter Limiter
-	MaxBody int64
-	Log     *slog.Logger
+	Auth Authenticator
+	// Federation verifies requests on AuthFederation routes.
+	Federation ServerVerifier
+	Limiter    Limiter
+	MaxBody    int64
+	Log        *slog.Logger
 	// Clock is used for logging durations (tests may fix it).
 	Now func() time.Time
 }
@@ -134,6 +148,9 @@ func (d *dispatcher) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 		return
 	}
 	r := &Request{Request: hr, maxBody: d.opt.MaxBody}
+	if rt.MaxBody > 0 {
+		r.maxBody = rt.MaxBody
+	}
 	if err := d.authenticate(r, rt.Auth); err != nil {
 		writeError(w, err)
 		return
@@ -142,6 +159,8 @@ func (d *dispatcher) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 		key := clientIP(hr)
 		if r.Caller != nil {
 			key = string(r.Caller.UserID)
+		} else if r.Origin != "" {
+			key = "server:" + r.Origin
 		}
 		if wait := d.opt.Limiter.Allow(hr.Context(), rt.Limit, key); wait > 0 {
 			writeError(w, LimitExceeded(wait.Milliseconds()))
@@ -162,6 +181,17 @@ func (d *dispatcher) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 
 func (d *dispatcher) authenticate(r *Request, mode AuthMode) error {
 	if mode == AuthNone {
+		return nil
+	}
+	if mode == AuthFederation {
+		if d.opt.Federation == nil {
+			return Unauthorized("this server does not accept federation requests")
+		}
+		nr, origin, err := d.opt.Federation.VerifyServer(r.Request, r.maxBody)
+		if err != nil {
+			return err
+		}
+		r.Request, r.Origin = nr, origin
 		return nil
 	}
 	tok, err := accessToken(r.Request)

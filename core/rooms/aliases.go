@@ -53,7 +53,9 @@ func (s *Service) CreateAlias(ctx context.Context, a id.RoomAlias, r id.RoomID, 
 	d, _ := json.Marshal(aliasRecord{RoomID: r, Creator: creator})
 	k := aliasKey(a)
 	err := s.T.Transact(ctx, []table.Op{
-		table.Put(table.Item{PK: k.PK, SK: k.SK, Data: d}, table.IfNotExists()),
+		// A fresh version per mapping: deleting or moving it later is
+		// conditional on that version, so a mapping recreated meanwhile is safe.
+		table.Put(table.Item{PK: k.PK, SK: k.SK, Data: d, Version: s.Now().UnixNano()}, table.IfNotExists()),
 		table.Put(table.Item{PK: roomPK(r), SK: "alias#" + string(a), Data: []byte(a)}, table.Cond{}),
 	})
 	var txe *table.TxError

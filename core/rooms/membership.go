@@ -43,7 +43,7 @@ func withReason(c map[string]any, reason string) map[string]any {
 
 // Invite invites target (a local user) into the room.
 func (s *Service) Invite(ctx context.Context, r id.RoomID, sender, target id.UserID, reason string, isDirect bool) error {
-	if !s.isLocal(target) {
+	if !s.isLocal(target) && s.Remote == nil {
 		return errRemote
 	}
 	cur, err := s.Membership(ctx, r, target)
@@ -60,6 +60,9 @@ func (s *Service) Invite(ctx context.Context, r id.RoomID, sender, target id.Use
 	if isDirect {
 		c["is_direct"] = true
 	}
+	if !s.isLocal(target) {
+		return s.inviteRemote(ctx, r, sender, target, withReason(c, reason)) // remote.go
+	}
 	_, err = s.setMember(ctx, r, sender, target, withReason(c, reason))
 	return err
 }
@@ -68,6 +71,17 @@ func (s *Service) Invite(ctx context.Context, r id.RoomID, sender, target id.Use
 // rooms (v8+) it fills join_authorised_via_users_server with a local member
 // who may invite, when the user qualifies through an allowed room.
 func (s *Service) Join(ctx context.Context, r id.RoomID, u id.UserID, reason string) (id.EventID, error) {
+	return s.JoinVia(ctx, r, u, reason, nil)
+}
+
+// JoinVia is Join, with servers to ask when the room is on other servers
+// (the client's server_name/via, or the alias's servers).
+func (s *Service) JoinVia(ctx context.Context, r id.RoomID, u id.UserID, reason string, servers []string) (id.EventID, error) {
+	if remote, err := s.needsRemoteJoin(ctx, r); err != nil {
+		return "", err
+	} else if remote {
+		return s.joinRemote(ctx, r, u, reason, servers) // remote.go
+	}
 	if _, err := s.getHead(ctx, r); err != nil {
 		if errors.Is(err, ErrNoRoom) {
 			return "", httpapi.NotFound("unknown room %s (joining rooms on other servers needs federation, not implemented yet)", r)
@@ -154,6 +168,12 @@ func (s *Service) Leave(ctx context.Context, r id.RoomID, u id.UserID, reason st
 		return err
 	}
 	if cur == "" || cur == "leave" {
+		if s.Remote != nil {
+			// An invite (or knock) to a room on another server.
+			if m, err := s.MembershipOf(ctx, u, r); err == nil && m != nil && (m.Membership == "invite" || m.Membership == "knock") {
+				return s.Remote.LeaveRemote(ctx, r, u, reason)
+			}
+		}
 		return httpapi.Forbidden("you are not in this room")
 	}
 	if cur == "ban" {

@@ -31,6 +31,9 @@ type NewEvent struct {
 	// TxnID and Device make the send idempotent per device.
 	TxnID  string
 	Device id.DeviceID
+	// beforeCommit, if set, may replace the signed event before it is
+	// stored (a remote invitee's server countersigns invites; remote.go).
+	beforeCommit func(ctx context.Context, rv id.RoomVersion, eid id.EventID, raw []byte) ([]byte, error)
 }
 
 // maxAttempts bounds retries when other writers keep winning the room head.
@@ -104,7 +107,7 @@ func (s *Service) trySend(ctx context.Context, roomID id.RoomID, ne NewEvent, cr
 		Content:        []byte(ne.Content),
 		OriginServerTS: s.Now().UnixMilli(),
 		Depth:          h.Depth + 1,
-		PrevEvents:     h.Extremities,
+		PrevEvents:     capPrevEvents(h.Extremities), // all extremities, at most 10 (remote.go)
 		AuthEvents:     []id.EventID{},
 	}
 	if p.PrevEvents == nil {
@@ -202,6 +205,11 @@ func (s *Service) trySend(ctx context.Context, roomID id.RoomID, ne NewEvent, cr
 	if err := eventauth.Authorize(rv, p, precomputed, getEvents, s.noRemoteKeys); err != nil {
 		return nil, httpapi.Forbidden("%s", authMessage(err))
 	}
+	if ne.beforeCommit != nil {
+		if raw, err = ne.beforeCommit(ctx, rv, eid, raw); err != nil {
+			return nil, err
+		}
+	}
 
 	ev := &Event{RoomID: roomID, RoomVersion: rv, EventID: eid, PDU: raw, Seq: h.seq + 1,
 		StateBefore: h.StateGroup, TxnID: ne.TxnID, TxnDevice: string(ne.Device)}
@@ -268,7 +276,7 @@ func (s *Service) trySend(ctx context.Context, roomID id.RoomID, ne NewEvent, cr
 // commitOps builds the one transaction that persists an event.
 func (s *Service) commitOps(ctx context.Context, ev *Event, h *head, isCreate bool) ([]table.Op, error) {
 	nh := *h
-	nh.Extremities = []id.EventID{ev.EventID}
+	nh.Extremities = nextExtremities(h.Extremities, ev) // remote.go
 	nh.Depth = h.Depth + 1
 	nh.LastPos = ev.Pos
 	var extra []table.Op
@@ -311,7 +319,7 @@ func (s *Service) commitOps(ctx context.Context, ev *Event, h *head, isCreate bo
 		ops = append(ops, table.Put(table.Item{PK: tk.PK, SK: tk.SK, Data: []byte(ev.EventID),
 			TTL: s.Now().Add(24 * time.Hour).Unix()}, table.IfNotExists()))
 	}
-	if rel := relationOf(ev); rel != nil {
+	if rel := relationOf(ev); rel != nil && !s.otherRoom(ctx, rel.Parent, ev.RoomID) {
 		rd, _ := json.Marshal(rel)
 		ops = append(ops, table.Put(table.Item{PK: relPK(rel.Parent), SK: rel.sortKey(ev.Seq, ev.EventID), Data: rd, Num: ev.Pos}, table.Cond{}))
 		// Count the parent's children on its item, so reads bundle relations
@@ -325,6 +333,11 @@ func (s *Service) commitOps(ctx context.Context, ev *Event, h *head, isCreate bo
 			ops = append(ops, op)
 		}
 	}
+	more, err := s.indexOps(ctx, ev) // time, thread and relation indexes (indexes.go)
+	if err != nil {
+		return nil, err
+	}
+	ops = append(ops, more...)
 	return ops, nil
 }
 

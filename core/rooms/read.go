@@ -116,7 +116,9 @@ func (s *Service) Format(ctx context.Context, evs []*Event, v Viewer) ([]ClientE
 				}
 			}
 			delete(u, "prev_content")
-		} else if b := bundles[ev.EventID]; b != nil {
+		}
+		// A redacted event keeps its thread and references (never its edits).
+		if b := bundles[ev.EventID]; b != nil {
 			u["m.relations"] = b
 		}
 		ce.Unsigned = u

@@ -51,79 +51,120 @@ func relationOf(ev *Event) *relation {
 		Type: ev.Type, Sender: ev.Sender, Key: c.RelatesTo.Key, Seq: ev.Seq}
 }
 
-// RelationsQuery selects children of one event.
+// RelationsQuery selects children of one event. Positions are timeline
+// positions as in "t<seq>" tokens: position N lies between the room's events
+// N and N+1.
 type RelationsQuery struct {
 	Parent    id.EventID
 	RelType   string // "" = all
 	EventType string // "" = all
 	Dir       byte
-	From, To  int64 // sequence bounds (exclusive), 0 = open
-	Limit     int
-	Recurse   bool
+	// From is where reading starts (HasFrom; else the newest child going
+	// backward, the oldest going forward); To where it stops (HasTo).
+	From, To       int64
+	HasFrom, HasTo bool
+	Limit          int
+	Recurse        bool
 }
 
-// Relations returns the children of an event, newest first for backward.
-// next is the sequence to continue from, 0 at the end.
-func (s *Service) Relations(ctx context.Context, rq RelationsQuery) (evs []*Event, next int64, err error) {
-	var rels []relation
-	var walk func(parent id.EventID, depth int) error
-	walk = func(parent id.EventID, depth int) error {
-		q := table.Query{PK: relPK(parent)}
-		if rq.RelType != "" {
-			q.Prefix = rq.RelType + "#"
-		}
-		for {
-			page, err := s.T.Query(ctx, q)
-			if err != nil {
-				return err
-			}
-			for _, it := range page.Items {
-				var r relation
-				if err := json.Unmarshal(it.Data, &r); err != nil {
-					return err
-				}
-				rels = append(rels, r)
-				if rq.Recurse && depth < 3 {
-					if err := walk(r.EventID, depth+1); err != nil {
-						return err
-					}
-				}
-			}
-			if page.Next == "" {
-				return nil
-			}
-			q.Cursor = page.Next
-		}
+// MaxRelationDepth is how many levels of relations a recursive read
+// follows (the spec asks for at least 3).
+const MaxRelationDepth = 3
+
+// Relations returns the children of an event, in the direction asked, that
+// viewer u may see. next is the position to continue from; more is false
+// when nothing is left.
+func (s *Service) Relations(ctx context.Context, room id.RoomID, u id.UserID, rq RelationsQuery) (evs []*Event, next int64, more bool, err error) {
+	rels, err := s.collectRelations(ctx, rq)
+	if err != nil {
+		return nil, 0, false, err
 	}
-	if err := walk(rq.Parent, 1); err != nil {
-		return nil, 0, err
-	}
-	// Order by sequence in the requested direction, then page.
 	sortRels(rels, rq.Dir == Backward)
 	var picked []relation
 	for _, r := range rels {
-		if rq.EventType != "" && r.Type != rq.EventType {
+		if rq.EventType != "" && r.Type != rq.EventType || rq.RelType != "" && r.RelType != rq.RelType {
 			continue
 		}
 		if rq.Dir == Backward {
-			if rq.From > 0 && r.Seq >= rq.From || rq.To > 0 && r.Seq <= rq.To {
+			if rq.HasFrom && r.Seq > rq.From || rq.HasTo && r.Seq <= rq.To {
 				continue
 			}
-		} else if rq.From > 0 && r.Seq <= rq.From || rq.To > 0 && r.Seq >= rq.To {
+		} else if rq.HasFrom && r.Seq <= rq.From || rq.HasTo && r.Seq > rq.To {
 			continue
 		}
 		picked = append(picked, r)
 	}
 	if rq.Limit > 0 && len(picked) > rq.Limit {
 		picked = picked[:rq.Limit]
+		more = true
 		next = picked[len(picked)-1].Seq
+		if rq.Dir == Backward {
+			next--
+		}
 	}
 	ids := make([]id.EventID, len(picked))
 	for i, r := range picked {
 		ids[i] = r.EventID
 	}
-	evs, err = s.EventsByID(ctx, ids)
-	return evs, next, err
+	loaded, err := s.EventsByID(ctx, ids)
+	if err != nil {
+		return nil, 0, false, err
+	}
+	same := loaded[:0]
+	for _, ev := range loaded {
+		if ev.RoomID == room {
+			same = append(same, ev)
+		}
+	}
+	evs, err = s.CanSee(ctx, u, same)
+	return evs, next, more, err
+}
+
+// collectRelations reads the relation items under rq.Parent: one prefix
+// query for a single relation type, or (recursing) every child down to
+// MaxRelationDepth levels, whatever their type, as the filters apply to the
+// whole set.
+func (s *Service) collectRelations(ctx context.Context, rq RelationsQuery) ([]relation, error) {
+	var out []relation
+	seen := map[id.EventID]bool{rq.Parent: true}
+	level := []id.EventID{rq.Parent}
+	depth := 1
+	if rq.Recurse {
+		depth = MaxRelationDepth
+	}
+	for d := 0; d < depth && len(level) > 0; d++ {
+		var nextLevel []id.EventID
+		for _, parent := range level {
+			q := table.Query{PK: relPK(parent)}
+			if rq.RelType != "" && !rq.Recurse {
+				q.Prefix = rq.RelType + "#"
+			}
+			for {
+				page, err := s.T.Query(ctx, q)
+				if err != nil {
+					return nil, err
+				}
+				for _, it := range page.Items {
+					var r relation
+					if err := json.Unmarshal(it.Data, &r); err != nil {
+						return nil, err
+					}
+					if seen[r.EventID] {
+						continue
+					}
+					seen[r.EventID] = true
+					out = append(out, r)
+					nextLevel = append(nextLevel, r.EventID)
+				}
+				if page.Next == "" {
+					break
+				}
+				q.Cursor = page.Next
+			}
+		}
+		level = nextLevel
+	}
+	return out, nil
 }
 
 func sortRels(rels []relation, desc bool) {
@@ -135,46 +176,84 @@ func sortRels(rels []relation, desc bool) {
 	})
 }
 
-// bundledRelations computes unsigned["m.relations"] for events that have
-// children: the latest valid edit, thread summaries and references.
+// childRelations reads every relation item under one parent.
+func (s *Service) childRelations(ctx context.Context, parent id.EventID) ([]relation, error) {
+	var rels []relation
+	q := table.Query{PK: relPK(parent)}
+	for {
+		page, err := s.T.Query(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		for _, it := range page.Items {
+			var r relation
+			if err := json.Unmarshal(it.Data, &r); err == nil {
+				rels = append(rels, r)
+			}
+		}
+		if page.Next == "" {
+			return rels, nil
+		}
+		q.Cursor = page.Next
+	}
+}
+
+// validEdit reports whether edit is a valid replacement of orig (spec
+// "Validity of replacement events"): same room, sender and type, neither a
+// state event, the original not itself an edit, and m.new_content present
+// (which only the client can check in an encrypted edit).
+func validEdit(orig, edit *Event) bool {
+	if edit.RoomID != orig.RoomID || edit.Sender != orig.Sender || edit.Type != orig.Type ||
+		edit.IsState() || orig.IsState() || edit.RedactedBy != "" {
+		return false
+	}
+	if r := relationOf(orig); r != nil && r.RelType == "m.replace" {
+		return false
+	}
+	if edit.Type == "m.room.encrypted" {
+		return true
+	}
+	var c struct {
+		NewContent json.RawMessage `json:"m.new_content"`
+	}
+	return json.Unmarshal(edit.Content, &c) == nil && len(c.NewContent) > 0 && c.NewContent[0] == '{'
+}
+
+// bundledRelations computes unsigned["m.relations"] (spec "Aggregations of
+// child events") for the events that have children: m.replace is the most
+// recent valid edit (by origin_server_ts, then event id), never for a
+// redacted original, and the original's content is left as it is;
+// m.thread is the latest reply (topologically), the reply count and whether
+// the viewer took part; m.reference lists the referring events. State events
+// and edits or annotations themselves get none.
 func (s *Service) bundledRelations(ctx context.Context, evs []*Event, v Viewer) (map[id.EventID]map[string]any, error) {
 	out := map[id.EventID]map[string]any{}
 	for _, ev := range evs {
-		if ev.relCount == 0 || ev.RedactedBy != "" {
+		if ev.relCount == 0 || ev.IsState() {
 			continue
 		}
-		var rels []relation
-		q := table.Query{PK: relPK(ev.EventID)}
-		for {
-			page, err := s.T.Query(ctx, q)
-			if err != nil {
-				return nil, err
-			}
-			for _, it := range page.Items {
-				var r relation
-				if err := json.Unmarshal(it.Data, &r); err == nil {
-					rels = append(rels, r)
-				}
-			}
-			if page.Next == "" {
-				break
-			}
-			q.Cursor = page.Next
+		if r := relationOf(ev); r != nil && (r.RelType == "m.replace" || r.RelType == "m.annotation") {
+			continue
+		}
+		rels, err := s.childRelations(ctx, ev.EventID)
+		if err != nil {
+			return nil, err
 		}
 		b := map[string]any{}
-		var lastEdit, lastThread id.EventID
+		var edits []id.EventID
+		var lastThread id.EventID
 		threadCount := 0
 		participated := false
-		var refs []map[string]id.EventID
+		refs := []map[string]id.EventID{}
 		for _, r := range rels {
 			switch r.RelType {
 			case "m.replace":
-				if r.Sender == ev.Sender && r.Type == ev.Type {
-					lastEdit = r.EventID
+				if r.Sender == ev.Sender && r.Type == ev.Type && ev.RedactedBy == "" {
+					edits = append(edits, r.EventID)
 				}
 			case "m.thread":
 				threadCount++
-				lastThread = r.EventID
+				lastThread = r.EventID // items sort by sequence
 				if r.Sender == v.UserID {
 					participated = true
 				}
@@ -185,27 +264,36 @@ func (s *Service) bundledRelations(ctx context.Context, evs []*Event, v Viewer) 
 		if ev.Sender == v.UserID && threadCount > 0 {
 			participated = true
 		}
-		want := []id.EventID{}
-		if lastEdit != "" {
-			want = append(want, lastEdit)
-		}
-		if lastThread != "" {
-			want = append(want, lastThread)
-		}
-		got, err := s.EventsByID(ctx, want)
-		if err != nil {
-			return nil, err
-		}
-		for _, g := range got {
-			f, err := s.Format(ctx, []*Event{g}, v)
-			if err != nil || len(f) != 1 {
-				continue
+		var bestEdit *Event
+		if len(edits) > 0 {
+			loaded, err := s.EventsByID(ctx, edits)
+			if err != nil {
+				return nil, err
 			}
-			if g.EventID == lastEdit {
+			for _, e := range loaded {
+				if !validEdit(ev, e) {
+					continue
+				}
+				if bestEdit == nil || e.OriginServerTS > bestEdit.OriginServerTS ||
+					e.OriginServerTS == bestEdit.OriginServerTS && e.EventID > bestEdit.EventID {
+					bestEdit = e
+				}
+			}
+		}
+		if bestEdit != nil {
+			if f, err := s.Format(ctx, []*Event{bestEdit}, v); err == nil && len(f) == 1 {
 				b["m.replace"] = f[0]
 			}
-			if g.EventID == lastThread {
-				b["m.thread"] = map[string]any{"latest_event": f[0], "count": threadCount, "current_user_participated": participated}
+		}
+		if lastThread != "" {
+			got, err := s.EventsByID(ctx, []id.EventID{lastThread})
+			if err != nil {
+				return nil, err
+			}
+			if len(got) == 1 {
+				if f, err := s.Format(ctx, got, v); err == nil && len(f) == 1 {
+					b["m.thread"] = map[string]any{"latest_event": f[0], "count": threadCount, "current_user_participated": participated}
+				}
 			}
 		}
 		if len(refs) > 0 {

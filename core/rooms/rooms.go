@@ -45,6 +45,12 @@ type Service struct {
 	// Profile, if set, gives a local user's displayname and avatar for
 	// member events.
 	Profile func(ctx context.Context, u id.UserID) (displayname, avatarURL string)
+	// Resolve is state resolution (core/stateres.Resolve), needed once a
+	// room has several forward extremities (remote.go).
+	Resolve ResolveFunc
+	// Remote, if set, reaches other servers for joins, invites and leaves
+	// this server cannot do alone (core/federation).
+	Remote Remote
 
 	groups sync.Map // state group id → *stateGroup (immutable, so cached forever)
 }
@@ -109,6 +115,14 @@ type Event struct {
 	TxnID      string     `json:"txn_id,omitempty"`
 	TxnDevice  string     `json:"txn_device,omitempty"`
 	RedactedBy id.EventID `json:"redacted_by,omitempty"`
+	// Outlier events (auth chains, room state fetched while joining, invites
+	// to rooms this server is not in) have no timeline position and no
+	// state of their own; Rejected and SoftFailed events from other servers
+	// are kept out of the timeline, the current state and the extremities
+	// (remote.go).
+	Outlier    bool `json:"outlier,omitempty"`
+	Rejected   bool `json:"rejected,omitempty"`
+	SoftFailed bool `json:"soft_failed,omitempty"`
 
 	// Parsed fields of the PDU (not stored separately).
 	Type           string          `json:"-"`

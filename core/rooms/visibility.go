@@ -35,6 +35,9 @@ func (s *Service) CanSee(ctx context.Context, u id.UserID, evs []*Event) ([]*Eve
 	cache := map[string]visState{}
 	out := evs[:0:0]
 	for _, ev := range evs {
+		if ev.Rejected || ev.SoftFailed {
+			continue // events from other servers that failed the auth rules (remote.go)
+		}
 		g := ev.StateBefore
 		vs, ok := cache[g]
 		if !ok {

@@ -16,6 +16,10 @@ const (
 	FnRooms     = "ClientRooms"     // room creation, membership, state reads, aliases
 	FnSend      = "ClientSend"      // the write hot path: send, state, redact
 	FnTimeline  = "ClientTimeline"  // reading events: event, messages, context, relations
+	FnKeys      = "ClientKeys"      // end-to-end encryption: device and cross-signing keys, key backup
+	FnMedia     = "Media"           // content repository: uploads, downloads, thumbnails, URL previews
+	FnSync      = "ClientSync"      // only /sync: the held long-poll stays small
+	FnUserData  = "ClientUserData"  // filters, account data, tags, typing, receipts, read markers, presence, to-device
 )
 
 // FnDefault answers requests that match no route (API Gateway's $default
@@ -29,18 +33,23 @@ const (
 	LimitSend       = "send"
 	LimitJoin       = "join"
 	LimitCreateRoom = "create_room"
+	LimitMedia      = "media"   // uploads and /create
+	LimitPreview    = "preview" // URL previews (each may fetch from the internet)
 )
 
 const (
 	cv3 = "/_matrix/client/v3"
 	cv1 = "/_matrix/client/v1"
+	mv3 = "/_matrix/media/v3"
+	mv1 = "/_matrix/media/v1"
 )
 
 // routes is THE route table: every endpoint Cirrus serves, its handler, its
 // authentication, its rate-limit class and the function that serves it.
 func (s *Server) routes() []h.Route {
 	c, rm := s.client, s.roomsAPI
-	return []h.Route{
+	k := s.keysAPI
+	return append([]h.Route{
 		// Discovery and server information.
 		{Method: http.MethodGet, Path: "/_matrix/client/versions", Function: FnDiscovery, Handle: c.Versions},
 		{Method: http.MethodGet, Path: "/.well-known/matrix/client", Function: FnDiscovery, Handle: c.WellKnownClient},
@@ -111,15 +120,85 @@ func (s *Server) routes() []h.Route {
 		// Reading the timeline.
 		{Method: http.MethodGet, Path: cv3 + "/rooms/{roomId}/event/{eventId}", Function: FnTimeline, Auth: h.AuthRequired, Handle: rm.GetEvent},
 		{Method: http.MethodGet, Path: cv3 + "/rooms/{roomId}/messages", Function: FnTimeline, Auth: h.AuthRequired, Handle: rm.Messages},
+		{Method: http.MethodGet, Path: cv3 + "/rooms/{roomId}/context/{eventId}", Function: FnTimeline, Auth: h.AuthRequired, Handle: rm.Context},
+		{Method: http.MethodGet, Path: cv1 + "/rooms/{roomId}/relations/{eventId}", Function: FnTimeline, Auth: h.AuthRequired, Handle: rm.Relations},
+		{Method: http.MethodGet, Path: cv1 + "/rooms/{roomId}/relations/{eventId}/{relType}", Function: FnTimeline, Auth: h.AuthRequired, Handle: rm.Relations},
+		{Method: http.MethodGet, Path: cv1 + "/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}", Function: FnTimeline, Auth: h.AuthRequired, Handle: rm.Relations},
+		{Method: http.MethodGet, Path: cv1 + "/rooms/{roomId}/threads", Function: FnTimeline, Auth: h.AuthRequired, Handle: rm.Threads},
+		{Method: http.MethodGet, Path: cv1 + "/rooms/{roomId}/timestamp_to_event", Function: FnTimeline, Auth: h.AuthRequired, Handle: rm.TimestampToEvent},
+
+		// Aliases, the published room directory, upgrades, reports.
+		{Method: http.MethodPut, Path: cv3 + "/directory/room/{roomAlias}", Function: FnRooms, Auth: h.AuthRequired, Handle: rm.SetAlias},
+		{Method: http.MethodGet, Path: cv3 + "/directory/room/{roomAlias}", Function: FnRooms, Handle: rm.GetAlias},
+		{Method: http.MethodDelete, Path: cv3 + "/directory/room/{roomAlias}", Function: FnRooms, Auth: h.AuthRequired, Handle: rm.DeleteAlias},
+		{Method: http.MethodGet, Path: cv3 + "/rooms/{roomId}/aliases", Function: FnRooms, Auth: h.AuthRequired, Handle: rm.RoomAliases},
+		{Method: http.MethodGet, Path: cv3 + "/directory/list/room/{roomId}", Function: FnRooms, Handle: rm.GetDirectoryVisibility},
+		{Method: http.MethodPut, Path: cv3 + "/directory/list/room/{roomId}", Function: FnRooms, Auth: h.AuthRequired, Handle: rm.SetDirectoryVisibility},
+		{Method: http.MethodGet, Path: cv3 + "/publicRooms", Function: FnRooms, Handle: rm.PublicRoomsGet},
+		{Method: http.MethodPost, Path: cv3 + "/publicRooms", Function: FnRooms, Auth: h.AuthRequired, Handle: rm.PublicRoomsPost},
+		{Method: http.MethodPost, Path: cv3 + "/rooms/{roomId}/upgrade", Function: FnRooms, Auth: h.AuthRequired, Limit: LimitCreateRoom, Handle: rm.UpgradeRoom},
+		{Method: http.MethodPost, Path: cv3 + "/rooms/{roomId}/report/{eventId}", Function: FnRooms, Auth: h.AuthRequired, Handle: rm.ReportEvent},
+		{Method: http.MethodPost, Path: cv3 + "/rooms/{roomId}/report", Function: FnRooms, Auth: h.AuthRequired, Handle: rm.ReportRoom},
 		// (more rooms routes: above this line)
 
 		// Sync, filters, account data, ephemeral events, to-device.
+		{Method: http.MethodGet, Path: cv3 + "/sync", Function: FnSync, Auth: h.AuthRequired, Handle: s.syncAPI.Sync},
+		{Method: http.MethodPost, Path: cv3 + "/user/{userId}/filter", Function: FnUserData, Auth: h.AuthRequired, Handle: s.userDataAPI.PostFilter},
+		{Method: http.MethodGet, Path: cv3 + "/user/{userId}/filter/{filterId}", Function: FnUserData, Auth: h.AuthRequired, Handle: s.userDataAPI.GetFilter},
+		{Method: http.MethodPut, Path: cv3 + "/user/{userId}/account_data/{type}", Function: FnUserData, Auth: h.AuthRequired, Handle: s.userDataAPI.PutAccountData},
+		{Method: http.MethodGet, Path: cv3 + "/user/{userId}/account_data/{type}", Function: FnUserData, Auth: h.AuthRequired, Handle: s.userDataAPI.GetAccountData},
+		{Method: http.MethodPut, Path: cv3 + "/user/{userId}/rooms/{roomId}/account_data/{type}", Function: FnUserData, Auth: h.AuthRequired, Handle: s.userDataAPI.PutAccountData},
+		{Method: http.MethodGet, Path: cv3 + "/user/{userId}/rooms/{roomId}/account_data/{type}", Function: FnUserData, Auth: h.AuthRequired, Handle: s.userDataAPI.GetAccountData},
+		{Method: http.MethodGet, Path: cv3 + "/user/{userId}/rooms/{roomId}/tags", Function: FnUserData, Auth: h.AuthRequired, Handle: s.userDataAPI.GetTags},
+		{Method: http.MethodPut, Path: cv3 + "/user/{userId}/rooms/{roomId}/tags/{tag}", Function: FnUserData, Auth: h.AuthRequired, Handle: s.userDataAPI.PutTag},
+		{Method: http.MethodDelete, Path: cv3 + "/user/{userId}/rooms/{roomId}/tags/{tag}", Function: FnUserData, Auth: h.AuthRequired, Handle: s.userDataAPI.DeleteTag},
+		{Method: http.MethodPut, Path: cv3 + "/rooms/{roomId}/typing/{userId}", Function: FnUserData, Auth: h.AuthRequired, Handle: s.userDataAPI.PutTyping},
+		{Method: http.MethodPost, Path: cv3 + "/rooms/{roomId}/receipt/{receiptType}/{eventId}", Function: FnUserData, Auth: h.AuthRequired, Handle: s.userDataAPI.PostReceipt},
+		{Method: http.MethodPost, Path: cv3 + "/rooms/{roomId}/read_markers", Function: FnUserData, Auth: h.AuthRequired, Handle: s.userDataAPI.PostReadMarkers},
+		{Method: http.MethodPut, Path: cv3 + "/presence/{userId}/status", Function: FnUserData, Auth: h.AuthRequired, Handle: s.userDataAPI.PutPresence},
+		{Method: http.MethodGet, Path: cv3 + "/presence/{userId}/status", Function: FnUserData, Auth: h.AuthRequired, Handle: s.userDataAPI.GetPresence},
+		{Method: http.MethodPut, Path: cv3 + "/sendToDevice/{eventType}/{txnId}", Function: FnUserData, Auth: h.AuthRequired, Handle: s.userDataAPI.PutSendToDevice},
 		// (sync routes: above this line)
 
 		// End-to-end encryption keys.
+		{Method: http.MethodPost, Path: cv3 + "/keys/upload", Function: FnKeys, Auth: h.AuthRequired, Handle: k.UploadKeys},
+		{Method: http.MethodPost, Path: cv3 + "/keys/query", Function: FnKeys, Auth: h.AuthRequired, Handle: k.QueryKeys},
+		{Method: http.MethodPost, Path: cv3 + "/keys/claim", Function: FnKeys, Auth: h.AuthRequired, Handle: k.ClaimKeys},
+		{Method: http.MethodGet, Path: cv3 + "/keys/changes", Function: FnKeys, Auth: h.AuthRequired, Handle: k.KeyChanges},
+		{Method: http.MethodPost, Path: cv3 + "/keys/device_signing/upload", Function: FnKeys, Auth: h.AuthRequired, Limit: LimitLogin, Handle: k.UploadCrossSigningKeys},
+		{Method: http.MethodPost, Path: cv3 + "/keys/signatures/upload", Function: FnKeys, Auth: h.AuthRequired, Handle: k.UploadSignatures},
+		{Method: http.MethodPost, Path: cv3 + "/room_keys/version", Function: FnKeys, Auth: h.AuthRequired, Handle: k.CreateBackupVersion},
+		{Method: http.MethodGet, Path: cv3 + "/room_keys/version", Function: FnKeys, Auth: h.AuthRequired, Handle: k.LatestBackupVersion},
+		{Method: http.MethodGet, Path: cv3 + "/room_keys/version/{version}", Function: FnKeys, Auth: h.AuthRequired, Handle: k.GetBackupVersion},
+		{Method: http.MethodPut, Path: cv3 + "/room_keys/version/{version}", Function: FnKeys, Auth: h.AuthRequired, Handle: k.UpdateBackupVersion},
+		{Method: http.MethodDelete, Path: cv3 + "/room_keys/version/{version}", Function: FnKeys, Auth: h.AuthRequired, Handle: k.DeleteBackupVersion},
+		{Method: http.MethodPut, Path: cv3 + "/room_keys/keys", Function: FnKeys, Auth: h.AuthRequired, Handle: k.PutRoomKeys},
+		{Method: http.MethodGet, Path: cv3 + "/room_keys/keys", Function: FnKeys, Auth: h.AuthRequired, Handle: k.GetRoomKeys},
+		{Method: http.MethodDelete, Path: cv3 + "/room_keys/keys", Function: FnKeys, Auth: h.AuthRequired, Handle: k.DeleteRoomKeys},
+		{Method: http.MethodPut, Path: cv3 + "/room_keys/keys/{roomId}", Function: FnKeys, Auth: h.AuthRequired, Handle: k.PutRoomKeys},
+		{Method: http.MethodGet, Path: cv3 + "/room_keys/keys/{roomId}", Function: FnKeys, Auth: h.AuthRequired, Handle: k.GetRoomKeys},
+		{Method: http.MethodDelete, Path: cv3 + "/room_keys/keys/{roomId}", Function: FnKeys, Auth: h.AuthRequired, Handle: k.DeleteRoomKeys},
+		{Method: http.MethodPut, Path: cv3 + "/room_keys/keys/{roomId}/{sessionId}", Function: FnKeys, Auth: h.AuthRequired, Handle: k.PutRoomKeys},
+		{Method: http.MethodGet, Path: cv3 + "/room_keys/keys/{roomId}/{sessionId}", Function: FnKeys, Auth: h.AuthRequired, Handle: k.GetRoomKeys},
+		{Method: http.MethodDelete, Path: cv3 + "/room_keys/keys/{roomId}/{sessionId}", Function: FnKeys, Auth: h.AuthRequired, Handle: k.DeleteRoomKeys},
 		// (keys routes: above this line)
 
-		// Media.
+		// Media. Uploads and downloads stream (Raw); mv3 paths without
+		// authentication are the deprecated ones, frozen unless
+		// CIRRUS_MEDIA_LEGACY_UNAUTHENTICATED is set.
+		{Method: http.MethodPost, Path: mv3 + "/upload", Function: FnMedia, Auth: h.AuthRequired, Limit: LimitMedia, Raw: s.mediaAPI.Upload},
+		{Method: http.MethodPut, Path: mv3 + "/upload/{serverName}/{mediaId}", Function: FnMedia, Auth: h.AuthRequired, Limit: LimitMedia, Raw: s.mediaAPI.UploadTo},
+		{Method: http.MethodPost, Path: mv1 + "/create", Function: FnMedia, Auth: h.AuthRequired, Limit: LimitMedia, Handle: s.mediaAPI.Create},
+		{Method: http.MethodGet, Path: cv1 + "/media/config", Function: FnMedia, Auth: h.AuthRequired, Handle: s.mediaAPI.Config},
+		{Method: http.MethodGet, Path: cv1 + "/media/download/{serverName}/{mediaId}", Function: FnMedia, Auth: h.AuthRequired, Raw: s.mediaAPI.Download},
+		{Method: http.MethodGet, Path: cv1 + "/media/download/{serverName}/{mediaId}/{fileName}", Function: FnMedia, Auth: h.AuthRequired, Raw: s.mediaAPI.Download},
+		{Method: http.MethodGet, Path: cv1 + "/media/thumbnail/{serverName}/{mediaId}", Function: FnMedia, Auth: h.AuthRequired, Raw: s.mediaAPI.Thumbnail},
+		{Method: http.MethodGet, Path: cv1 + "/media/preview_url", Function: FnMedia, Auth: h.AuthRequired, Limit: LimitPreview, Handle: s.mediaAPI.Preview},
+		{Method: http.MethodGet, Path: mv3 + "/config", Function: FnMedia, Auth: h.AuthRequired, Handle: s.mediaAPI.Config},
+		{Method: http.MethodGet, Path: mv3 + "/download/{serverName}/{mediaId}", Function: FnMedia, Raw: s.mediaAPI.DownloadLegacy},
+		{Method: http.MethodGet, Path: mv3 + "/download/{serverName}/{mediaId}/{fileName}", Function: FnMedia, Raw: s.mediaAPI.DownloadLegacy},
+		{Method: http.MethodGet, Path: mv3 + "/thumbnail/{serverName}/{mediaId}", Function: FnMedia, Raw: s.mediaAPI.ThumbnailLegacy},
+		{Method: http.MethodGet, Path: mv3 + "/preview_url", Function: FnMedia, Auth: h.AuthRequired, Limit: LimitPreview, Handle: s.mediaAPI.Preview},
 		// (media routes: above this line)
-	}
+	}, s.federationRoutes()...) // server-server API and keys: federation.go
 }

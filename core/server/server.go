@@ -14,7 +14,12 @@ import (
 	"github.com/cirrus-matrix/cirrus/core/accounts"
 	"github.com/cirrus-matrix/cirrus/core/blob"
 	"github.com/cirrus-matrix/cirrus/core/clientapi"
+	"github.com/cirrus-matrix/cirrus/core/federation"
 	"github.com/cirrus-matrix/cirrus/core/httpapi"
+	"github.com/cirrus-matrix/cirrus/core/keys"
+	"github.com/cirrus-matrix/cirrus/core/media"
+	"github.com/cirrus-matrix/cirrus/core/mediaapi"
+	"github.com/cirrus-matrix/cirrus/core/queue"
 	"github.com/cirrus-matrix/cirrus/core/rooms"
 	"github.com/cirrus-matrix/cirrus/core/signing"
 	"github.com/cirrus-matrix/cirrus/core/table"
@@ -28,6 +33,12 @@ type Config struct {
 	BcryptCost   int
 	// Limits are the rate limits per class; nil disables rate limiting.
 	Limits map[string]httpapi.Rate
+	// Media is the content repository's settings (its ServerName is filled in).
+	Media media.Config
+	// Federation is the server-server settings (federation.go).
+	Federation federation.Config
+	// Sync is the /sync settings (sync.go).
+	Sync SyncConfig
 }
 
 // Deps are the adapters the server runs on.
@@ -37,6 +48,8 @@ type Deps struct {
 	SigningKey *signing.Key
 	Log        *slog.Logger
 	Now        func() time.Time
+	// FederationQueue carries our events to other servers (nil: none sent).
+	FederationQueue queue.Queue
 }
 
 // Server is one homeserver.
@@ -47,6 +60,14 @@ type Server struct {
 	client   *clientapi.API
 	rooms    *rooms.Service
 	roomsAPI *clientapi.RoomsAPI
+	keys     *keys.Service
+	keysAPI  *clientapi.KeysAPI
+	media    *media.Service
+	mediaAPI *mediaapi.API
+	fed      *federation.Service
+	// /sync and user data (sync.go).
+	syncAPI     *clientapi.SyncAPI
+	userDataAPI *clientapi.UserDataAPI
 }
 
 // New builds the server.
@@ -75,14 +96,14 @@ func New(cfg Config, d Deps) (*Server, error) {
 		}
 		return p.Fields.String(accounts.FieldDisplayName), p.Fields.String(accounts.FieldAvatarURL)
 	}
-	return &Server{
+	return (&Server{
 		cfg:      cfg,
 		deps:     d,
 		accounts: acc,
 		client:   &clientapi.API{Cfg: cfg.Client, Accounts: acc, RoomLeaver: rs, ProfileSync: rs},
 		rooms:    rs,
 		roomsAPI: &clientapi.RoomsAPI{ServerName: cfg.Client.ServerName, Rooms: rs},
-	}, nil
+	}).withKeys().withMedia().withFederation().withSync(), nil
 }
 
 // RouteTable returns the route table without building a server (handlers
@@ -126,11 +147,12 @@ func (s *Server) Handler(functions ...string) http.Handler {
 		lim = httpapi.NewLimiter(s.cfg.Limits, s.deps.Now)
 	}
 	router := httpapi.NewRouter(rs, httpapi.Options{
-		Auth:    s.accounts,
-		Limiter: lim,
-		MaxBody: s.cfg.MaxBodyBytes,
-		Log:     s.deps.Log,
-		Now:     s.deps.Now,
+		Auth:       s.accounts,
+		Federation: s.serverVerifier(),
+		Limiter:    lim,
+		MaxBody:    s.cfg.MaxBodyBytes,
+		Log:        s.deps.Log,
+		Now:        s.deps.Now,
 	})
 	// The client address rides in the context so that authentication can
 	// record a device's last-seen address.

@@ -43,9 +43,20 @@ func run() error {
 	}
 	defer a.Close()
 	srv := &http.Server{Addr: cfg.ListenAddr, Handler: a.Server.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.ListenAndServe() }()
 	log.Info("cirrus homeserver listening", "server_name", cfg.Server.Client.ServerName, "addr", "http://"+cfg.ListenAddr, "storage", cfg.Storage, "data_dir", cfg.DataDir)
+	// Federation: the HTTPS listener for other servers, and the sender
+	// worker that delivers our events from the federation queue.
+	fed, err := a.FederationServer()
+	if err != nil {
+		return err
+	}
+	if fed != nil {
+		go func() { errc <- fed.ListenAndServeTLS("", "") }()
+		log.Info("federation listening", "addr", "https://"+cfg.FederationListenAddr)
+	}
+	go a.RunFederationSender(ctx)
 	select {
 	case err := <-errc:
 		if !errors.Is(err, http.ErrServerClosed) {
@@ -56,6 +67,9 @@ func run() error {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
+		if fed != nil {
+			_ = fed.Shutdown(sctx)
+		}
 	}
 	return nil
 }

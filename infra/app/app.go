@@ -95,13 +95,17 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, err
 		a.Close()
 		return nil, err
 	}
-	a.Server, err = server.New(cfg.Server, server.Deps{Table: a.Table, Blobs: a.Blobs, SigningKey: key, Log: log})
+	a.Server, err = server.New(cfg.Server, server.Deps{Table: a.Table, Blobs: a.Blobs, SigningKey: key, Log: log,
+		FederationQueue: a.Queues[resources.FederationQueue.Name]})
 	if err != nil {
 		a.Close()
 		return nil, err
 	}
 	if cfg.RegistrationWarning != "" {
 		log.Warn(cfg.RegistrationWarning)
+	}
+	for _, w := range cfg.FederationWarnings {
+		log.Warn("!!! " + w + " !!!")
 	}
 	return a, nil
 }

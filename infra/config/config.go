@@ -15,6 +15,7 @@ import (
 
 	"github.com/cirrus-matrix/cirrus/core/clientapi"
 	"github.com/cirrus-matrix/cirrus/core/httpapi"
+	"github.com/cirrus-matrix/cirrus/core/media"
 	"github.com/cirrus-matrix/cirrus/core/resources"
 	"github.com/cirrus-matrix/cirrus/core/server"
 )
@@ -39,6 +40,13 @@ type Config struct {
 	FanoutQueueURL      string
 	CreateAWSResources  bool
 	RegistrationWarning string
+	// FederationListenAddr is the HTTPS listener of the all-in-one for
+	// other servers ("" = none); its certificate comes from the files, or
+	// is self-signed at start (federation.go).
+	FederationListenAddr                string
+	FederationTLSCert, FederationTLSKey string
+	// FederationWarnings are logged loudly at start (test-only switches).
+	FederationWarnings []string
 }
 
 // minSharedSecretLen is the shortest CIRRUS_REGISTRATION_SHARED_SECRET
@@ -148,9 +156,50 @@ func Load(get Getenv) (*Config, error) {
 		c.Server.Limits = map[string]httpapi.Rate{
 			server.LimitRegister: {PerSecond: 0.2, Burst: 10},
 			server.LimitLogin:    {PerSecond: 0.5, Burst: 10},
+			server.LimitMedia:    {PerSecond: 1, Burst: 30},
+			server.LimitPreview:  {PerSecond: 0.5, Burst: 10},
 		}
 	}
+	if err := loadMedia(get, &c.Server.Media); err != nil {
+		return nil, err
+	}
+	if err := loadFederation(get, c); err != nil {
+		return nil, err
+	}
+	if err := loadSync(get, c); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+// loadMedia reads the content repository's settings.
+func loadMedia(get Getenv, m *media.Config) error {
+	var err error
+	if m.MaxUploadBytes, err = intVar(get, "CIRRUS_MAX_UPLOAD_BYTES", media.DefaultMaxUploadBytes, 1, 5<<30); err != nil {
+		return err
+	}
+	if m.LegacyUnauthenticated, err = boolVar(get, "CIRRUS_MEDIA_LEGACY_UNAUTHENTICATED", false); err != nil {
+		return err
+	}
+	if m.PreviewAllowPrivate, err = boolVar(get, "CIRRUS_URL_PREVIEW_ALLOW_PRIVATE", false); err != nil {
+		return err
+	}
+	if m.RedirectAbove, err = intVar(get, "CIRRUS_MEDIA_REDIRECT_BYTES", media.DefaultRedirectAbove, 0, 5<<30); err != nil {
+		return err
+	}
+	// In a Lambda function (the runtime sets AWS_LAMBDA_FUNCTION_NAME) no
+	// request or answer can carry more than the invocation payload limit.
+	direct := int64(0)
+	if get("AWS_LAMBDA_FUNCTION_NAME") != "" {
+		direct = media.LambdaPayloadLimit
+	}
+	if m.DirectLimit, err = intVar(get, "CIRRUS_MEDIA_DIRECT_LIMIT_BYTES", direct, 0, 5<<30); err != nil {
+		return err
+	}
+	if m.MaxThumbnailPixels, err = intVar(get, "CIRRUS_THUMBNAIL_MAX_PIXELS", media.DefaultMaxThumbPixels, 1, 1<<31); err != nil {
+		return err
+	}
+	return nil
 }
 
 func or(v, def string) string {

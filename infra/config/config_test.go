@@ -55,6 +55,34 @@ func TestLoad(t *testing.T) {
 		{name: "bad bool", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_GUEST_ACCESS": "yes please"}, wantErr: "CIRRUS_GUEST_ACCESS"},
 		{name: "bad int", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_BCRYPT_COST": "99"}, wantErr: "CIRRUS_BCRYPT_COST"},
 		{name: "bad duration", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_ACCESS_TOKEN_LIFETIME": "soon"}, wantErr: "CIRRUS_ACCESS_TOKEN_LIFETIME"},
+		{name: "media defaults", env: base, check: func(t *testing.T, c *Config) {
+			m := c.Server.Media
+			if m.MaxUploadBytes != 50<<20 || m.LegacyUnauthenticated || m.PreviewAllowPrivate || m.RedirectAbove != 4<<20 || m.DirectLimit != 0 || m.MaxThumbnailPixels != 50_000_000 {
+				t.Fatalf("media defaults: %+v", m)
+			}
+		}},
+		{name: "media settings", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_MAX_UPLOAD_BYTES": "1000", "CIRRUS_MEDIA_LEGACY_UNAUTHENTICATED": "true",
+			"CIRRUS_URL_PREVIEW_ALLOW_PRIVATE": "true", "CIRRUS_MEDIA_REDIRECT_BYTES": "0", "CIRRUS_MEDIA_DIRECT_LIMIT_BYTES": "500", "CIRRUS_THUMBNAIL_MAX_PIXELS": "1000000"}, check: func(t *testing.T, c *Config) {
+			m := c.Server.Media
+			if m.MaxUploadBytes != 1000 || !m.LegacyUnauthenticated || !m.PreviewAllowPrivate || m.RedirectAbove != 0 || m.DirectLimit != 500 || m.MaxThumbnailPixels != 1000000 {
+				t.Fatalf("media settings: %+v", m)
+			}
+			if m.UploadLimit() != 500 {
+				t.Fatalf("upload limit %d, want the direct limit", m.UploadLimit())
+			}
+		}},
+		{name: "lambda limits media", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "AWS_LAMBDA_FUNCTION_NAME": "cirrus-Media"}, check: func(t *testing.T, c *Config) {
+			if c.Server.Media.DirectLimit != 4<<20 || c.Server.Media.UploadLimit() != 4<<20 {
+				t.Fatalf("in Lambda: %+v", c.Server.Media)
+			}
+		}},
+		{name: "bad max upload", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_MAX_UPLOAD_BYTES": "lots"}, wantErr: "CIRRUS_MAX_UPLOAD_BYTES"},
+		{name: "zero max upload", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_MAX_UPLOAD_BYTES": "0"}, wantErr: "CIRRUS_MAX_UPLOAD_BYTES"},
+		{name: "bad legacy media", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_MEDIA_LEGACY_UNAUTHENTICATED": "sometimes"}, wantErr: "CIRRUS_MEDIA_LEGACY_UNAUTHENTICATED"},
+		{name: "bad preview private", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_URL_PREVIEW_ALLOW_PRIVATE": "y"}, wantErr: "CIRRUS_URL_PREVIEW_ALLOW_PRIVATE"},
+		{name: "bad redirect bytes", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_MEDIA_REDIRECT_BYTES": "-1"}, wantErr: "CIRRUS_MEDIA_REDIRECT_BYTES"},
+		{name: "bad direct limit", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_MEDIA_DIRECT_LIMIT_BYTES": "x"}, wantErr: "CIRRUS_MEDIA_DIRECT_LIMIT_BYTES"},
+		{name: "bad thumbnail pixels", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_THUMBNAIL_MAX_PIXELS": "0"}, wantErr: "CIRRUS_THUMBNAIL_MAX_PIXELS"},
 		{name: "bad log level", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_LOG_LEVEL": "loud"}, wantErr: "CIRRUS_LOG_LEVEL"},
 	}
 	for _, tc := range cases {

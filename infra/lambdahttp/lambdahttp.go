@@ -7,15 +7,32 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 
 	"github.com/akrylysov/algnhsa"
 
+	"github.com/cirrus-matrix/cirrus/core/server"
 	"github.com/cirrus-matrix/cirrus/infra/app"
 	"github.com/cirrus-matrix/cirrus/infra/config"
 )
 
-// Options are the algnhsa options every function uses.
+// Options are the algnhsa options of functions that answer JSON.
 var Options = &algnhsa.Options{RequestType: algnhsa.RequestTypeAPIGatewayV2}
+
+// BinaryOptions are the options of functions that send media: every
+// answer's body is base64-encoded in the Lambda response (API Gateway
+// decodes it), so bytes that are not UTF-8 arrive intact. Without it
+// algnhsa puts the body in a JSON string and binary content is mangled.
+var BinaryOptions = &algnhsa.Options{RequestType: algnhsa.RequestTypeAPIGatewayV2, BinaryContentTypes: []string{"*/*"}}
+
+// OptionsFor returns the options for a Lambda serving the named functions'
+// routes (every route when none is named).
+func OptionsFor(functions ...string) *algnhsa.Options {
+	if len(functions) == 0 || slices.Contains(functions, server.FnMedia) {
+		return BinaryOptions
+	}
+	return Options
+}
 
 // Handler builds the app from the environment and returns the handler for
 // the named functions' routes (every route if none).
@@ -40,5 +57,5 @@ func Main(functions ...string) {
 		fmt.Fprintln(os.Stderr, "cirrus:", err)
 		os.Exit(1)
 	}
-	algnhsa.ListenAndServe(h, Options)
+	algnhsa.ListenAndServe(h, OptionsFor(functions...))
 }

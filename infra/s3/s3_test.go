@@ -3,6 +3,8 @@ package s3
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
@@ -150,5 +152,36 @@ func TestPutHonoursContextBeforeSending(t *testing.T) {
 	cancel()
 	if err := s.Put(ctx, "k", strings.NewReader("abc"), 3, "text/plain"); err == nil {
 		t.Fatal("Put with a cancelled context succeeded")
+	}
+}
+
+// A presigned GET made with PresignGetAs answers with the headers it names,
+// not the ones the object was stored with.
+func TestPresignGetAs(t *testing.T) {
+	s := newStore(t, fakeS3(t))
+	ctx := t.Context()
+	if err := s.Put(ctx, "m/k", strings.NewReader("<html>"), 6, "text/html"); err != nil {
+		t.Fatal(err)
+	}
+	u, err := s.PresignGetAs(ctx, "m/k", time.Minute, "application/octet-stream", `attachment; filename="a b.html"`, "private, max-age=60")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(body) != "<html>" {
+		t.Fatalf("GET presigned: %d %q", resp.StatusCode, body)
+	}
+	for k, want := range map[string]string{"Content-Type": "application/octet-stream", "Content-Disposition": `attachment; filename="a b.html"`, "Cache-Control": "private, max-age=60"} {
+		if got := resp.Header.Get(k); got != want {
+			t.Errorf("%s = %q, want %q", k, got, want)
+		}
+	}
+	if _, err := s.PresignGetAs(ctx, "../x", time.Minute, "", "", ""); err == nil {
+		t.Fatal("bad key accepted")
 	}
 }

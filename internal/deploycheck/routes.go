@@ -155,7 +155,8 @@ func Camel(kebab string) string {
 	return b.String()
 }
 
-// EventName suggests a logical id for the event serving method and path:
+// EventName is the logical id of the event serving method and path (the
+// generator of template.yaml, internal/samtemplate, names events with it):
 // GET /_matrix/client/v3/login → GetClientV3Login.
 func EventName(method, path string) string {
 	var b strings.Builder
@@ -173,13 +174,6 @@ func EventName(method, path string) string {
 		}
 	}
 	return b.String()
-}
-
-// EventYAML is the template snippet for one HttpApi event, for failure
-// messages that tell the reader what to paste.
-func EventYAML(apiID, method, path string) string {
-	return fmt.Sprintf("        %s:\n          Type: HttpApi\n          Properties:\n            ApiId: !Ref %s\n            Method: %s\n            Path: %s\n",
-		EventName(method, path), apiID, method, path)
 }
 
 // QueueEnvVar is the variable infra/config reads a queue's URL from, by the

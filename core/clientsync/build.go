@@ -1,0 +1,247 @@
+package clientsync
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sort"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/cirrus-matrix/cirrus/core/ephemeral"
+	"github.com/cirrus-matrix/cirrus/core/stream"
+	"github.com/cirrus-matrix/cirrus/core/table"
+	"github.com/cirrus-matrix/cirrus/core/userdata"
+)
+
+// initial answers a sync without a since token: the current state of every
+// room, with positions taken first so that nothing committed later is lost.
+func (r *run) initial(ctx context.Context, tdStart int64) (*Response, error) {
+	s := r.s
+	w := newWindow(Token{}, tdStart)
+	r.w = w
+	var err error
+	for _, h := range []struct {
+		st  *stream.Stream
+		pos *int64
+	}{{r.st.events, &w.head.Events}, {r.st.accountData, &w.head.AccountData}, {r.st.receipts, &w.head.Receipts}, {r.st.typing, &w.head.Typing}} {
+		if *h.pos, err = s.head(ctx, h.st); err != nil {
+			return nil, err
+		}
+	}
+	if s.DeviceLists != nil {
+		if w.head.DeviceLists, err = s.DeviceLists.Position(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if err := r.loadMemberships(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.scanToDevice(ctx); err != nil {
+		return nil, err
+	}
+	resp, _, err := r.build(ctx)
+	return resp, err
+}
+
+// head is a position of st that every earlier position has committed by.
+// It reads the stream from a checkpoint kept beside it and moves the
+// checkpoint on, so the read stays short however long the stream grows.
+func (s *Service) head(ctx context.Context, st *stream.Stream) (int64, error) {
+	k := table.Key{PK: "mark#" + st.Name, SK: "mark"}
+	var mark, version int64
+	cond := table.IfNotExists()
+	it, err := s.T.Get(ctx, k)
+	switch {
+	case errors.Is(err, table.ErrNotFound):
+	case err != nil:
+		return 0, err
+	default:
+		mark, version, cond = it.Num, it.Version, table.IfVersion(it.Version)
+	}
+	next := mark
+	if _, _, err := readAll(ctx, st, &next, 0, func(stream.Entry) error { return nil }); err != nil {
+		return 0, err
+	}
+	if next-mark >= 256 {
+		// Best effort: another reader moving it first is as good.
+		_ = s.T.Put(ctx, table.Item{PK: k.PK, SK: k.SK, Num: next, Version: version + 1}, cond)
+	}
+	return next, nil
+}
+
+// emptyResponse is the answer when nothing arrived before the timeout.
+func (r *run) emptyResponse(ctx context.Context) *Response {
+	resp := &Response{NextBatch: r.w.head.String(), Rooms: newRooms()}
+	r.addDeviceExtras(ctx, resp)
+	return resp
+}
+
+// build assembles the response from the window (or, for an initial sync,
+// from the current data up to the heads).
+func (r *run) build(ctx context.Context) (*Response, bool, error) {
+	w := r.w
+	initial := r.req.Since == nil
+	resp := &Response{NextBatch: w.head.String(), Rooms: newRooms()}
+
+	// Account data: all of it on an initial sync, else what changed.
+	var ads []userdata.AccountData
+	var err error
+	if initial || r.req.FullState {
+		if ads, err = r.s.UserData.All(ctx, r.me()); err != nil {
+			return nil, false, err
+		}
+	} else if len(w.ad) > 0 {
+		if ads, err = r.s.UserData.GetMany(ctx, r.me(), w.ad); err != nil {
+			return nil, false, err
+		}
+	}
+	roomAD := map[id.RoomID][]userdata.AccountData{}
+	global := newList()
+	for _, ad := range ads {
+		if ad.RoomID != "" {
+			roomAD[ad.RoomID] = append(roomAD[ad.RoomID], ad)
+			continue
+		}
+		if r.f.AccountData.MatchType(ad.Type) {
+			global.Events = append(global.Events, adEvent(ad))
+		}
+	}
+	if r.f.AccountData.Limit > 0 && len(global.Events) > r.f.AccountData.Limit {
+		global.Events = global.Events[:r.f.AccountData.Limit]
+	}
+	resp.AccountData = &global
+
+	byRoom := map[id.RoomID][]posEntry{}
+	for _, e := range w.events {
+		byRoom[e.RoomID] = append(byRoom[e.RoomID], e)
+	}
+	receipts := map[id.RoomID][]ephemeral.Receipt{}
+	for _, rc := range w.receipts {
+		receipts[rc.RoomID] = append(receipts[rc.RoomID], rc)
+	}
+
+	ms := append(w.mships[:0:0], w.mships...)
+	sort.Slice(ms, func(i, j int) bool { return ms[i].RoomID < ms[j].RoomID })
+	var unreadRooms []id.RoomID
+	for i := range ms {
+		rec := &ms[i]
+		room := rec.RoomID
+		if !r.f.IncludesRoom(room) {
+			continue
+		}
+		now, err := r.membershipAt(ctx, rec, w.head.Events)
+		if err != nil {
+			return nil, false, err
+		}
+		var before mstate
+		if !initial {
+			if before, err = r.membershipAt(ctx, rec, w.since.Events); err != nil {
+				return nil, false, err
+			}
+		}
+		changed := initial || now.pos > w.since.Events
+		rc := &roomCtx{room: room, rec: rec, now: now, before: before, entries: byRoom[room],
+			receipts: receipts[room], ad: roomAD[room]}
+		switch now.m {
+		case "join":
+			jr, err := r.joinedRoom(ctx, rc)
+			if err != nil {
+				return nil, false, err
+			}
+			if jr != nil {
+				resp.Rooms.Join[room] = jr
+				unreadRooms = append(unreadRooms, room)
+			}
+		case "invite", "knock":
+			if !changed {
+				continue
+			}
+			ev, err := r.s.Rooms.Event(ctx, now.ev)
+			if err != nil {
+				return nil, false, err
+			}
+			if now.m == "invite" && r.ignored[ev.Sender] {
+				continue // invites from ignored users are not shown
+			}
+			stripped, err := r.strippedState(ctx, ev)
+			if err != nil {
+				return nil, false, err
+			}
+			if now.m == "invite" {
+				resp.Rooms.Invite[room] = &InvitedRoom{InviteState: stripped}
+			} else {
+				resp.Rooms.Knock[room] = &KnockedRoom{KnockState: stripped}
+			}
+		case "leave", "ban":
+			if rec.Forgotten {
+				continue
+			}
+			archived := r.f.Room.IncludeLeave && (initial || r.req.FullState)
+			if !archived && (initial || !changed || before.m == "leave" || before.m == "ban") {
+				continue
+			}
+			if !archived && before.m == "" {
+				continue // the user was never in the room before this window
+			}
+			lr, err := r.leftRoom(ctx, rc, archived)
+			if err != nil {
+				return nil, false, err
+			}
+			resp.Rooms.Leave[room] = lr
+		}
+	}
+	if err := r.addUnread(ctx, resp, unreadRooms); err != nil {
+		return nil, false, err
+	}
+	if len(w.toDevice) > 0 || initial {
+		td := newList()
+		for _, m := range w.toDevice {
+			b, _ := json.Marshal(m)
+			td.Events = append(td.Events, b)
+		}
+		resp.ToDevice = &td
+	}
+	if r.s.DeviceLists != nil && (len(w.dl.changed) > 0 || len(w.dl.left) > 0) {
+		resp.DeviceLists = &DeviceLists{Changed: sortedUsers(w.dl.changed), Left: sortedUsers(w.dl.left)}
+	}
+	empty := resp.empty()
+	r.addDeviceExtras(ctx, resp)
+	return resp, empty, nil
+}
+
+// addDeviceExtras adds the E2EE key counts when a DeviceListSource is set.
+func (r *run) addDeviceExtras(ctx context.Context, resp *Response) {
+	src := r.s.DeviceLists
+	if src == nil {
+		return
+	}
+	if counts, err := src.OneTimeKeyCounts(ctx, r.me(), r.req.Device); err == nil {
+		resp.OneTimeKeysCount = counts
+	} else {
+		r.s.log().Warn("sync: one-time key counts", "err", err)
+	}
+	if types, err := src.UnusedFallbackKeyTypes(ctx, r.me(), r.req.Device); err == nil {
+		resp.UnusedFallbackKeyTypes, resp.unusedFallbackKeyTypesOK = types, true
+	} else {
+		r.s.log().Warn("sync: fallback key types", "err", err)
+	}
+}
+
+func sortedUsers(m map[id.UserID]bool) []id.UserID {
+	out := make([]id.UserID, 0, len(m))
+	for u := range m {
+		out = append(out, u)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// adEvent is an account data event: {"type", "content"}.
+func adEvent(ad userdata.AccountData) json.RawMessage {
+	b, _ := json.Marshal(struct {
+		Type    string          `json:"type"`
+		Content json.RawMessage `json:"content"`
+	}{ad.Type, ad.Content})
+	return b
+}

@@ -1,0 +1,362 @@
+package clientsync
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/cirrus-matrix/cirrus/core/ephemeral"
+	"github.com/cirrus-matrix/cirrus/core/filter"
+	"github.com/cirrus-matrix/cirrus/core/rooms"
+	"github.com/cirrus-matrix/cirrus/core/stream"
+	"github.com/cirrus-matrix/cirrus/core/table"
+	"github.com/cirrus-matrix/cirrus/core/userdata"
+)
+
+// Scan limits: one request reads at most maxScan room events from the global
+// stream; past that it answers with what it has (its next_batch is where it
+// stopped, so the client's next sync continues there without waiting).
+const (
+	readBatch = 1000
+	maxScan   = 20000
+)
+
+// posEntry is an event stream entry with its position.
+type posEntry struct {
+	Pos int64
+	rooms.StreamEntry
+}
+
+// window is what an incremental sync has read so far: every stream from the
+// since token up to head, keeping only what concerns the user.
+type window struct {
+	since Token
+	head  Token
+
+	events   []posEntry
+	ad       []userdata.AccountDataRef
+	receipts []ephemeral.Receipt
+	typing   map[id.RoomID]bool
+	toDevice []ephemeral.ToDeviceMessage
+	dl       struct{ changed, left map[id.UserID]bool }
+	// more is set when a read stopped at a limit: answer now.
+	more    bool
+	scanned int
+
+	mships      []rooms.MembershipRecord
+	mshipByRoom map[id.RoomID]*rooms.MembershipRecord
+	haveMships  bool
+	// typingDue is when the next typing notice in the user's rooms expires.
+	typingDue *time.Time
+}
+
+func newWindow(since Token, tdStart int64) *window {
+	h := since
+	h.ToDevice = tdStart
+	w := &window{since: since, head: h, typing: map[id.RoomID]bool{}}
+	w.dl.changed, w.dl.left = map[id.UserID]bool{}, map[id.UserID]bool{}
+	return w
+}
+
+// news reports whether anything read may concern the user.
+func (w *window) news() bool {
+	return len(w.events) > 0 || len(w.ad) > 0 || len(w.receipts) > 0 || len(w.typing) > 0 ||
+		len(w.toDevice) > 0 || len(w.dl.changed) > 0 || len(w.dl.left) > 0
+}
+
+// heads returns the read positions for the given kinds (for the Waker).
+func (w *window) heads(kinds []Kind) []int64 {
+	out := make([]int64, len(kinds))
+	for i, k := range kinds {
+		switch k {
+		case KindEvents:
+			out[i] = w.head.Events
+		case KindAccountData:
+			out[i] = w.head.AccountData
+		case KindReceipts:
+			out[i] = w.head.Receipts
+		case KindTyping:
+			out[i] = w.head.Typing
+		case KindToDevice:
+			out[i] = w.head.ToDevice
+		case KindDeviceLists:
+			out[i] = w.head.DeviceLists
+		}
+	}
+	return out
+}
+
+func (w *window) setMemberships(ms []rooms.MembershipRecord) {
+	w.mships, w.haveMships = ms, true
+	w.mshipByRoom = make(map[id.RoomID]*rooms.MembershipRecord, len(ms))
+	for i := range w.mships {
+		w.mshipByRoom[w.mships[i].RoomID] = &w.mships[i]
+	}
+}
+
+func (w *window) joined(r id.RoomID) bool {
+	m := w.mshipByRoom[r]
+	return m != nil && m.Membership == "join"
+}
+
+// run is the state of one request.
+type run struct {
+	s       *Service
+	req     *Request
+	st      streams
+	f       *filter.Filter
+	w       *window
+	viewer  rooms.Viewer
+	ignored map[id.UserID]bool
+}
+
+func (r *run) me() id.UserID { return r.req.User }
+
+func (r *run) loadMemberships(ctx context.Context) error {
+	ms, err := r.s.Rooms.UserRooms(ctx, r.me())
+	if err != nil {
+		return err
+	}
+	r.w.setMemberships(ms)
+	return nil
+}
+
+// scan reads the given streams past the window's head.
+func (r *run) scan(ctx context.Context, k Kind) error {
+	if k&KindEvents != 0 {
+		if err := r.scanEvents(ctx); err != nil {
+			return err
+		}
+	}
+	if !r.w.haveMships {
+		if err := r.loadMemberships(ctx); err != nil {
+			return err
+		}
+	}
+	if k&KindAccountData != 0 {
+		if err := r.scanAccountData(ctx); err != nil {
+			return err
+		}
+	}
+	if k&KindReceipts != 0 {
+		if err := r.scanReceipts(ctx); err != nil {
+			return err
+		}
+	}
+	if k&KindTyping != 0 {
+		if err := r.scanTyping(ctx); err != nil {
+			return err
+		}
+	}
+	if k&KindToDevice != 0 {
+		if err := r.scanToDevice(ctx); err != nil {
+			return err
+		}
+	}
+	if k&KindDeviceLists != 0 {
+		if err := r.scanDeviceLists(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readAll reads a stream after *head in batches, up to budget entries
+// (0 = no budget), moving *head; full reports that the budget stopped it.
+func readAll(ctx context.Context, st *stream.Stream, head *int64, budget int, each func(stream.Entry) error) (n int, full bool, err error) {
+	for {
+		entries, next, err := st.Read(ctx, *head, readBatch)
+		if err != nil {
+			return n, false, err
+		}
+		*head = next
+		for _, e := range entries {
+			if err := each(e); err != nil {
+				return n, false, err
+			}
+		}
+		n += len(entries)
+		if len(entries) < readBatch {
+			return n, false, nil
+		}
+		if budget > 0 && n >= budget {
+			return n, true, nil
+		}
+	}
+}
+
+func (r *run) scanEvents(ctx context.Context) error {
+	w := r.w
+	var batch []posEntry
+	aboutMe := false
+	n, full, err := readAll(ctx, r.st.events, &w.head.Events, maxScan-w.scanned, func(e stream.Entry) error {
+		var se rooms.StreamEntry
+		if err := json.Unmarshal(e.Data, &se); err != nil {
+			return err
+		}
+		if se.Type == "m.room.member" && se.StateKey != nil && id.UserID(*se.StateKey) == r.me() {
+			aboutMe = true
+		}
+		batch = append(batch, posEntry{Pos: e.Pos, StreamEntry: se})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	w.scanned += n
+	w.more = w.more || full
+	// The membership index is read after the stream, so every membership
+	// change the stream showed is in it (a later one is unwound by
+	// membershipAt).
+	if !w.haveMships || aboutMe {
+		if err := r.loadMemberships(ctx); err != nil {
+			return err
+		}
+	}
+	for _, e := range batch {
+		if r.interesting(e) {
+			w.events = append(w.events, e)
+		}
+	}
+	return nil
+}
+
+// interesting reports whether an event stream entry can matter to the
+// user: it is in a room they are joined to, or whose membership changed in
+// the window, or it is about their own membership.
+func (r *run) interesting(e posEntry) bool {
+	if e.Type == "m.room.member" && e.StateKey != nil && id.UserID(*e.StateKey) == r.me() {
+		return true
+	}
+	if !r.f.IncludesRoom(e.RoomID) {
+		return false
+	}
+	m := r.w.mshipByRoom[e.RoomID]
+	return m != nil && (m.Membership == "join" || m.Pos > r.w.since.Events)
+}
+
+func (r *run) scanAccountData(ctx context.Context) error {
+	w := r.w
+	_, _, err := readAll(ctx, r.st.accountData, &w.head.AccountData, 0, func(e stream.Entry) error {
+		var ref userdata.AccountDataRef
+		if err := json.Unmarshal(e.Data, &ref); err != nil {
+			return err
+		}
+		for i, have := range w.ad {
+			if have == ref {
+				w.ad = append(w.ad[:i], w.ad[i+1:]...)
+				break
+			}
+		}
+		w.ad = append(w.ad, ref)
+		return nil
+	})
+	return err
+}
+
+func (r *run) scanReceipts(ctx context.Context) error {
+	w := r.w
+	_, _, err := readAll(ctx, r.st.receipts, &w.head.Receipts, 0, func(e stream.Entry) error {
+		var rc ephemeral.Receipt
+		if err := json.Unmarshal(e.Data, &rc); err != nil {
+			return err
+		}
+		if w.joined(rc.RoomID) && r.f.IncludesRoom(rc.RoomID) && (!rc.Private() || rc.UserID == r.me()) {
+			w.receipts = append(w.receipts, rc)
+		}
+		return nil
+	})
+	return err
+}
+
+// scanTyping first expires the typing notices in the user's rooms whose time
+// has passed (the reader that notices records the change; see
+// ephemeral.Expire), notes when the next one is due, then reads the stream.
+func (r *run) scanTyping(ctx context.Context) error {
+	w := r.w
+	items, err := r.s.Ephemeral.AllTyping(ctx)
+	if err != nil {
+		return err
+	}
+	now := r.s.now()
+	w.typingDue = nil
+	for _, ti := range items {
+		if !w.joined(ti.RoomID) {
+			continue
+		}
+		exp := time.UnixMilli(ti.Expires)
+		if !exp.After(now) {
+			if err := r.s.Ephemeral.Expire(ctx, ti); err != nil && !errors.Is(err, table.ErrConflict) {
+				return err
+			}
+			continue
+		}
+		// A little later than the expiry, so that the typist's own refresh
+		// usually wins over the readers' expiry.
+		due := exp.Add(100 * time.Millisecond)
+		if w.typingDue == nil || due.Before(*w.typingDue) {
+			w.typingDue = &due
+		}
+	}
+	_, _, err = readAll(ctx, r.st.typing, &w.head.Typing, 0, func(e stream.Entry) error {
+		var te ephemeral.TypingEntry
+		if err := json.Unmarshal(e.Data, &te); err != nil {
+			return err
+		}
+		if w.joined(te.RoomID) && r.f.IncludesRoom(te.RoomID) {
+			w.typing[te.RoomID] = true
+		}
+		return nil
+	})
+	return err
+}
+
+func (r *run) scanToDevice(ctx context.Context) error {
+	w := r.w
+	room := ephemeral.MaxToDevicePerSync - len(w.toDevice)
+	if room <= 0 {
+		return nil
+	}
+	msgs, next, err := r.s.Ephemeral.ToDevice(ctx, r.me(), r.req.Device, w.head.ToDevice, room)
+	if err != nil {
+		return err
+	}
+	w.head.ToDevice = next
+	w.toDevice = append(w.toDevice, msgs...)
+	if len(msgs) == room {
+		w.more = true // more may be waiting: let the client come back at once
+	}
+	return nil
+}
+
+func (r *run) scanDeviceLists(ctx context.Context) error {
+	src := r.s.DeviceLists
+	if src == nil {
+		return nil
+	}
+	w := r.w
+	pos, err := src.Position(ctx)
+	if err != nil {
+		return err
+	}
+	if pos <= w.head.DeviceLists {
+		return nil
+	}
+	changed, left, err := src.ChangesBetween(ctx, r.me(), w.head.DeviceLists, pos)
+	if err != nil {
+		return err
+	}
+	w.head.DeviceLists = pos
+	for _, u := range changed {
+		w.dl.changed[u] = true
+		delete(w.dl.left, u)
+	}
+	for _, u := range left {
+		w.dl.left[u] = true
+		delete(w.dl.changed, u)
+	}
+	return nil
+}

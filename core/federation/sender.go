@@ -1,0 +1,403 @@
+package federation
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"go.mau.fi/util/jsontime"
+	mfed "maunium.net/go/mautrix/federation"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/cirrus-matrix/cirrus/core/queue"
+	"github.com/cirrus-matrix/cirrus/core/rooms"
+	"github.com/cirrus-matrix/cirrus/core/table"
+)
+
+// The federation sender delivers our events to the other servers of each
+// room.
+//
+// When an event is persisted, each destination gets an outbox item in the
+// table and a wake-up message on the FederationQueue (FIFO, message group
+// = destination, so one destination is worked on by one worker at a time,
+// in order). A worker handling a destination's message drains its outbox:
+// it takes up to 50 events, records them as the destination's pending
+// transaction (with a fixed txnId), sends it, and only after the
+// destination accepted it deletes the transaction and the outbox items. If
+// the destination fails, the message is hidden for an exponentially
+// growing delay and comes back; the pending transaction is then re-sent
+// exactly as before (same txnId, same events), so a redelivery or a worker
+// dying mid-send never duplicates nor loses an event, and a destination
+// that was down for hours gets everything when it returns.
+//
+//	dest#<server> / out#<%016d stream pos>#<event id>  an event to send
+//	dest#<server> / txn                                the transaction in flight
+//	dest#<server> / dest                               failures, retry state
+type Sender struct {
+	Fed *Service
+	// Q is the FederationQueue (nil: nothing is sent).
+	Q                      queue.Queue
+	MinBackoff, MaxBackoff time.Duration
+}
+
+func destPK(server string) string { return "dest#" + server }
+
+const (
+	outPrefix = "out#"
+	// maxDrain bounds the transactions one message sends before handing
+	// over to a fresh message (Lambda time limits, fairness).
+	maxDrain = 20
+)
+
+type wakeMsg struct {
+	Destination string `json:"destination"`
+}
+
+type pendingTxn struct {
+	TxnID  string       `json:"txn_id"`
+	SKs    []string     `json:"sks"`
+	Events []id.EventID `json:"events"`
+}
+
+type destState struct {
+	Failures int    `json:"failures"`
+	Receipt  string `json:"receipt,omitempty"` // of the hidden message while backing off
+	RetryAt  int64  `json:"retry_at,omitempty"`
+}
+
+func (sn *Sender) minBackoff() time.Duration {
+	if sn.MinBackoff > 0 {
+		return sn.MinBackoff
+	}
+	return 5 * time.Second
+}
+
+func (sn *Sender) maxBackoff() time.Duration {
+	if sn.MaxBackoff > 0 {
+		return sn.MaxBackoff
+	}
+	return time.Hour
+}
+
+// OnPersist is the room engine hook: our own events go to the other
+// servers of the room.
+func (sn *Sender) OnPersist(ev *rooms.Event) {
+	if sn.Q == nil || ev.Outlier || ev.Rejected || ev.SoftFailed || !sn.Fed.isLocal(ev.Sender) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := sn.Enqueue(ctx, ev); err != nil {
+		sn.Fed.Log.Error("queueing event for federation", "event_id", ev.EventID, "room", ev.RoomID, "err", err)
+	}
+}
+
+// destinations are the servers an event goes to: those with joined
+// members in the room now and before it, and the target of a membership
+// change (so an invited, kicked or banned server hears of it).
+func (sn *Sender) destinations(ctx context.Context, ev *rooms.Event) ([]string, error) {
+	var set []string
+	add := func(s string) {
+		if s != "" && s != sn.Fed.ServerName && !slices.Contains(set, s) {
+			set = append(set, s)
+		}
+	}
+	if !ev.Outlier {
+		cur, err := sn.Fed.Rooms.JoinedServers(ctx, ev.RoomID)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range cur {
+			add(s)
+		}
+		if before, err := sn.Fed.Rooms.StateBefore(ctx, ev); err == nil {
+			prev, err := sn.Fed.Rooms.ServersInState(ctx, before, "join")
+			if err == nil {
+				for _, s := range prev {
+					add(s)
+				}
+			}
+		}
+	}
+	if ev.Type == "m.room.member" && ev.StateKey != nil {
+		add(serverOf(id.UserID(*ev.StateKey)))
+	}
+	kept := set[:0]
+	for _, d := range set {
+		if ok, err := sn.Fed.aclAllows(ctx, ev.RoomID, d); err == nil && ok {
+			kept = append(kept, d)
+		}
+	}
+	return kept, nil
+}
+
+// Enqueue queues an event for the servers in its room except those named.
+func (sn *Sender) Enqueue(ctx context.Context, ev *rooms.Event, except ...string) error {
+	if sn.Q == nil {
+		return nil
+	}
+	dests, err := sn.destinations(ctx, ev)
+	if err != nil {
+		return err
+	}
+	var msgs []queue.Message
+	for _, d := range dests {
+		if slices.Contains(except, d) {
+			continue
+		}
+		sk := fmt.Sprintf("%s%016d#%s", outPrefix, ev.Pos, ev.EventID)
+		if err := sn.Fed.T.Put(ctx, table.Item{PK: destPK(d), SK: sk, Data: []byte(ev.EventID)}, table.Cond{}); err != nil {
+			return err
+		}
+		body, _ := json.Marshal(wakeMsg{Destination: d})
+		sum := sha256.Sum256([]byte(d + "\x00" + string(ev.EventID)))
+		msgs = append(msgs, queue.Message{Body: body, Group: d, DedupID: hex.EncodeToString(sum[:])})
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	sn.Fed.Log.Debug("queued for federation", "event_id", ev.EventID, "destinations", len(msgs))
+	return sn.Q.Send(ctx, msgs...)
+}
+
+// Nudge retries a destination at once if it is backing off (it just
+// talked to us, so it is up).
+func (sn *Sender) Nudge(ctx context.Context, server string) {
+	if sn.Q == nil {
+		return
+	}
+	it, err := sn.Fed.T.Get(ctx, table.Key{PK: destPK(server), SK: "dest"})
+	if err != nil {
+		return
+	}
+	var st destState
+	if json.Unmarshal(it.Data, &st) != nil || st.Receipt == "" || st.RetryAt <= sn.Fed.now().UnixMilli() {
+		return
+	}
+	// Only one request wins the nudge.
+	cleared := st
+	cleared.Receipt, cleared.RetryAt = "", 0
+	d, _ := json.Marshal(cleared)
+	if err := sn.Fed.T.Put(ctx, table.Item{PK: it.PK, SK: it.SK, Data: d, Version: it.Version + 1}, table.IfVersion(it.Version)); err != nil {
+		return
+	}
+	_ = sn.Q.SetVisibility(ctx, st.Receipt, 0)
+}
+
+// Run receives and handles messages until ctx ends (the in-process worker
+// of the all-in-one).
+func (sn *Sender) Run(ctx context.Context) {
+	if sn.Q == nil {
+		return
+	}
+	for ctx.Err() == nil {
+		msgs, err := sn.Q.Receive(ctx, queue.MaxBatch, 10*time.Second)
+		if err != nil {
+			if ctx.Err() == nil {
+				sn.Fed.Log.Error("federation queue receive", "err", err)
+				time.Sleep(time.Second)
+			}
+			continue
+		}
+		if len(msgs) > 0 {
+			// A shutdown lets the batch in hand finish (bounded): a message
+			// abandoned mid-send would stay hidden for the queue's whole
+			// visibility timeout.
+			hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			sn.Handle(hctx, msgs)
+			cancel()
+		}
+	}
+}
+
+// Handle processes received messages (grouped by destination, each group
+// in order) and returns the ids of the messages that were not completed
+// (for an SQS batch response); those are left on the queue with their
+// backoff as visibility.
+func (sn *Sender) Handle(ctx context.Context, msgs []queue.Received) []string {
+	byDest := map[string][]queue.Received{}
+	var order []string
+	for _, m := range msgs {
+		var w wakeMsg
+		if err := json.Unmarshal(m.Body, &w); err != nil || w.Destination == "" {
+			_ = sn.Q.Delete(ctx, m.Receipt) // not ours to understand
+			continue
+		}
+		if _, ok := byDest[w.Destination]; !ok {
+			order = append(order, w.Destination)
+		}
+		byDest[w.Destination] = append(byDest[w.Destination], m)
+	}
+	var failed []string
+	for _, d := range order {
+		sn.Fed.Log.Debug("federation sender: destination", "destination", d, "messages", len(byDest[d]))
+		ms := byDest[d]
+		err := sn.drain(ctx, d, ms[0].Receipt)
+		if err != nil {
+			if !errors.Is(err, errBackoff) {
+				sn.Fed.Log.Error("federation sender", "destination", d, "err", err)
+			}
+			for _, m := range ms {
+				failed = append(failed, m.ID)
+			}
+			continue
+		}
+		for _, m := range ms {
+			if err := sn.Q.Delete(ctx, m.Receipt); err != nil && !errors.Is(err, queue.ErrBadReceipt) {
+				sn.Fed.Log.Warn("federation queue delete", "err", err)
+			}
+		}
+	}
+	return failed
+}
+
+// errBackoff means the destination failed and its message was hidden.
+var errBackoff = errors.New("federation: destination is backing off")
+
+// drain sends a destination's outbox, transaction by transaction.
+func (sn *Sender) drain(ctx context.Context, dest, receipt string) error {
+	for i := 0; i < maxDrain; i++ {
+		txn, ver, err := sn.pending(ctx, dest)
+		if err != nil {
+			return err
+		}
+		if txn == nil {
+			return sn.succeeded(ctx, dest)
+		}
+		err = sn.send(ctx, dest, txn)
+		if err != nil {
+			if permanent(err) {
+				sn.Fed.Log.Warn("destination refused a transaction; dropping it", "destination", dest, "txn", txn.TxnID, "err", err)
+			} else {
+				return sn.failed(ctx, dest, receipt, err)
+			}
+		}
+		ops := []table.Op{table.Delete(table.Key{PK: destPK(dest), SK: "txn"}, table.IfVersion(ver))}
+		for _, sk := range txn.SKs {
+			ops = append(ops, table.Delete(table.Key{PK: destPK(dest), SK: sk}, table.Cond{}))
+		}
+		if err := sn.Fed.T.Transact(ctx, ops); err != nil && !errors.Is(err, table.ErrConditionFailed) {
+			return err
+		}
+	}
+	// More is waiting: hand over to a fresh message so this one completes.
+	body, _ := json.Marshal(wakeMsg{Destination: dest})
+	return sn.Q.Send(ctx, queue.Message{Body: body, Group: dest, DedupID: fmt.Sprintf("more-%d", sn.Fed.now().UnixNano())})
+}
+
+// pending returns the destination's transaction in flight, forming one
+// from its outbox if there is none (nil when the outbox is empty).
+func (sn *Sender) pending(ctx context.Context, dest string) (*pendingTxn, int64, error) {
+	k := table.Key{PK: destPK(dest), SK: "txn"}
+	for attempt := 0; attempt < 3; attempt++ {
+		it, err := sn.Fed.T.Get(ctx, k)
+		if err == nil {
+			var t pendingTxn
+			if err := json.Unmarshal(it.Data, &t); err != nil {
+				return nil, 0, err
+			}
+			return &t, it.Version, nil
+		}
+		if !errors.Is(err, table.ErrNotFound) {
+			return nil, 0, err
+		}
+		page, err := sn.Fed.T.Query(ctx, table.Query{PK: destPK(dest), Prefix: outPrefix, Limit: MaxPDUsPerTxn})
+		if err != nil {
+			return nil, 0, err
+		}
+		if len(page.Items) == 0 {
+			return nil, 0, nil
+		}
+		t := pendingTxn{TxnID: strconv.FormatInt(sn.Fed.now().UnixMilli(), 10) + "." + strconv.Itoa(len(page.Items))}
+		for _, item := range page.Items {
+			t.SKs = append(t.SKs, item.SK)
+			t.Events = append(t.Events, id.EventID(item.Data))
+		}
+		d, _ := json.Marshal(t)
+		err = sn.Fed.T.Put(ctx, table.Item{PK: k.PK, SK: k.SK, Data: d, Version: 1}, table.IfNotExists())
+		if err == nil {
+			return &t, 1, nil
+		}
+		if !errors.Is(err, table.ErrConditionFailed) {
+			return nil, 0, err
+		}
+	}
+	return nil, 0, errors.New("federation: could not form a transaction")
+}
+
+// send delivers one transaction.
+func (sn *Sender) send(ctx context.Context, dest string, t *pendingTxn) error {
+	evs, err := sn.Fed.Rooms.EventsByID(ctx, t.Events)
+	if err != nil {
+		return err
+	}
+	pdus := make([]json.RawMessage, 0, len(evs))
+	for _, ev := range evs {
+		pdus = append(pdus, ev.PDU)
+	}
+	req := &mfed.ReqSendTransaction{Destination: dest, TxnID: t.TxnID, Origin: sn.Fed.ServerName,
+		OriginServerTS: jsontime.UM(sn.Fed.now()), PDUs: pdus}
+	resp, err := sn.Fed.Client.SendTransaction(ctx, req)
+	if err != nil {
+		return err
+	}
+	for eid, r := range resp.PDUs {
+		if r.Error != "" {
+			sn.Fed.Log.Info("destination did not accept an event", "destination", dest, "event_id", eid, "err", r.Error)
+		}
+	}
+	return nil
+}
+
+// permanent reports errors not worth retrying: the destination understood
+// and refused the transaction.
+func permanent(err error) bool {
+	switch remoteStatus(err) {
+	case http.StatusBadRequest, http.StatusForbidden, http.StatusNotFound, http.StatusRequestEntityTooLarge:
+		return true
+	}
+	return false
+}
+
+func (sn *Sender) backoffFor(failures int) time.Duration {
+	d := sn.minBackoff()
+	for i := 1; i < failures && d < sn.maxBackoff(); i++ {
+		d *= 2
+	}
+	return min(d, sn.maxBackoff())
+}
+
+// failed records a failure and hides the message for the backoff.
+func (sn *Sender) failed(ctx context.Context, dest, receipt string, cause error) error {
+	k := table.Key{PK: destPK(dest), SK: "dest"}
+	var st destState
+	if it, err := sn.Fed.T.Get(ctx, k); err == nil {
+		_ = json.Unmarshal(it.Data, &st)
+	}
+	st.Failures++
+	wait := sn.backoffFor(st.Failures)
+	st.Receipt, st.RetryAt = receipt, sn.Fed.now().Add(wait).UnixMilli()
+	d, _ := json.Marshal(st)
+	_ = sn.Fed.T.Put(ctx, table.Item{PK: k.PK, SK: k.SK, Data: d, Version: sn.Fed.now().UnixNano()}, table.Cond{})
+	sn.Fed.Log.Info("destination unreachable; will retry", "destination", dest, "failures", st.Failures, "retry_in", wait, "err", cause)
+	if err := sn.Q.SetVisibility(ctx, receipt, wait); err != nil {
+		sn.Fed.Log.Warn("federation queue visibility", "err", err)
+	}
+	return errBackoff
+}
+
+// succeeded clears a destination's failures.
+func (sn *Sender) succeeded(ctx context.Context, dest string) error {
+	err := sn.Fed.T.Delete(ctx, table.Key{PK: destPK(dest), SK: "dest"}, table.Cond{})
+	if errors.Is(err, table.ErrNotFound) {
+		return nil
+	}
+	return err
+}
