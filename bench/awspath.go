@@ -264,6 +264,8 @@ const (
 	opSyncWake      = "sync wake-up, one new event sent on another instance"
 	opSyncWakeLocal = "sync wake-up, one new event sent in the same process"
 	opSyncInitial   = "initial sync"
+	opReceipt       = "read receipt"
+	opTyping        = "typing notice"
 	opUpload        = "media upload (64 KiB)"
 	opDownload      = "media download (64 KiB)"
 )
@@ -311,8 +313,9 @@ func runAWSPath(ctx context.Context, e *awsEnv) (*awsResult, error) {
 	if err := add(e.measure("join", 3, func(i int) error { return c.join(ctx, users[i+1].AccessToken, room) })); err != nil {
 		return nil, err
 	}
-	if err := add(e.measure(opSend, 120, func(i int) error {
-		_, err := c.send(ctx, alice.AccessToken, room, fmt.Sprintf("aws-%d", i), fmt.Sprintf("%saws %d", benchBody, i))
+	sentIDs := make([]string, 120)
+	if err := add(e.measure(opSend, len(sentIDs), func(i int) (err error) {
+		sentIDs[i], err = c.send(ctx, alice.AccessToken, room, fmt.Sprintf("aws-%d", i), fmt.Sprintf("%saws %d", benchBody, i))
 		return err
 	})); err != nil {
 		return nil, err
@@ -368,6 +371,9 @@ func runAWSPath(ctx context.Context, e *awsEnv) (*awsResult, error) {
 		return nil, err
 	}
 
+	if err := measureEphemeral(ctx, e, res, users[1], room, sentIDs[len(sentIDs)-6:]); err != nil {
+		res.Notes = append(res.Notes, "receipts and typing: "+err.Error())
+	}
 	if err := measureMedia(ctx, e, res, alice); err != nil {
 		res.Notes = append(res.Notes, "media: "+err.Error())
 	}
@@ -382,9 +388,10 @@ func runAWSPath(ctx context.Context, e *awsEnv) (*awsResult, error) {
 		res.Notes = append(res.Notes, "sync: "+err.Error())
 	}
 	var r syncResponse
-	if _, err := c.do(ctx, http.MethodGet, syncPath+"?timeout=0", alice.AccessToken, nil, &r); err == nil {
-		e.since = r.NextBatch
+	if _, err := c.do(ctx, http.MethodGet, syncPath+"?timeout=0", alice.AccessToken, nil, &r); err != nil {
+		res.Notes = append(res.Notes, "sync token for the ClientSync cold start: "+err.Error())
 	}
+	e.since = r.NextBatch
 	return res, nil
 }
 
@@ -527,6 +534,41 @@ func (o *opCost) subtract(x *opCost) {
 	for api, n := range x.Calls {
 		o.Calls[api] -= n
 	}
+}
+
+// measureEphemeral counts a read receipt and a typing notice, once the
+// server has them.
+func measureEphemeral(ctx context.Context, e *awsEnv, res *awsResult, u *session, room string, events []string) error {
+	c := e.c
+	rp := "/_matrix/client/v3/rooms/" + url.PathEscape(room)
+	// Each receipt moves the read marker one event on, as reading does.
+	receipt := func(i int) error {
+		_, err := c.do(ctx, http.MethodPost, rp+"/receipt/m.read/"+url.PathEscape(events[i]), u.AccessToken, map[string]any{}, nil)
+		return err
+	}
+	if err := receipt(0); err != nil {
+		if me, ok := err.(*matrixError); ok && me.Status == http.StatusNotFound && me.Code == "M_UNRECOGNIZED" {
+			res.Notes = append(res.Notes, "receipts and typing: not implemented")
+			return nil
+		}
+		return err
+	}
+	oc, err := e.measure(opReceipt, len(events)-1, func(i int) error { return receipt(i + 1) })
+	if err != nil {
+		return err
+	}
+	oc.Note = "each on the next event"
+	res.Ops = append(res.Ops, oc)
+	if oc, err = e.measure(opTyping, 5, func(i int) error {
+		_, err := c.do(ctx, http.MethodPut, rp+"/typing/"+url.PathEscape(u.UserID), u.AccessToken,
+			map[string]any{"typing": i%2 == 0, "timeout": 30000}, nil)
+		return err
+	}); err != nil {
+		return err
+	}
+	oc.Note = "typing on and off in turn"
+	res.Ops = append(res.Ops, oc)
+	return nil
 }
 
 // mediaNotImplemented is reported while the content repository answers 404.

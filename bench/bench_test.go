@@ -73,8 +73,12 @@ func TestCostModel(t *testing.T) {
 		t.Error("a report without sync, federation and media counts claims to be complete")
 	}
 	idle := Cost(IdleServer, CostInputs{Send: send}, PriceTable, DefaultParams)
-	if idle.Total != 0 {
-		t.Errorf("idle server costs $%v, want 0", idle.Total)
+	if idle.Total != 0 || !idle.Complete {
+		t.Errorf("idle server costs $%v (complete %v), want 0", idle.Total, idle.Complete)
+	}
+	idle = Cost(IdleServer, CostInputs{Send: send, QueueWorkers: []string{"federation-sender"}}, PriceTable, DefaultParams)
+	if idle.Complete {
+		t.Error("an idle server with a queue worker claims a complete cost (its SQS pollers are not measured)")
 	}
 	sum := 0.0
 	for _, l := range r.Lines {

@@ -176,15 +176,19 @@ func (c *client) whoami(ctx context.Context, token string) error {
 // ready polls /versions until it answers 200 (or ctx ends), as fast as the
 // loopback allows: it is how cold starts of the all-in-one are timed.
 func (c *client) ready(ctx context.Context) error {
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/_matrix/client/versions", nil)
-		resp, err := c.http.Do(req)
+	var err error
+	for range maxReadyAttempts {
+		var req *http.Request
+		req, _ = http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/_matrix/client/versions", nil)
+		var resp *http.Response
+		resp, err = c.http.Do(req)
 		if err == nil {
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return nil
 			}
+			err = fmt.Errorf("HTTP %d", resp.StatusCode)
 		}
 		select {
 		case <-ctx.Done():
@@ -192,4 +196,9 @@ func (c *client) ready(ctx context.Context) error {
 		case <-time.After(200 * time.Microsecond):
 		}
 	}
+	return fmt.Errorf("server not ready after %d attempts (last error: %v)", maxReadyAttempts, err)
 }
+
+// maxReadyAttempts bounds ready's polling (the context's deadline usually
+// ends it first).
+const maxReadyAttempts = 200_000

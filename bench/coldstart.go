@@ -32,7 +32,11 @@ type functionResult struct {
 	Probe    string    `json:"probe"`
 	Runs     []float64 `json:"cold_start_ms"`
 	Median   float64   `json:"cold_start_median_ms"`
-	Error    string    `json:"error,omitempty"`
+	// Init is exec → the runtime's first /next call (the function built
+	// and ready, before its first request); Lambda functions only.
+	InitRuns   []float64 `json:"init_ms,omitempty"`
+	InitMedian float64   `json:"init_median_ms,omitempty"`
+	Error      string    `json:"error,omitempty"`
 }
 
 // camel turns a function directory name into its route-table name, as
@@ -180,6 +184,7 @@ type fakeRuntime struct {
 
 	mu     sync.Mutex
 	handed bool
+	nextAt time.Time // when the first /next arrived
 }
 
 type runtimeResult struct {
@@ -197,9 +202,12 @@ func newFakeRuntime(event []byte, sqs bool, expect int) (*fakeRuntime, error) {
 	mux := http.NewServeMux()
 	const base = "/2018-06-01/runtime"
 	mux.HandleFunc("GET "+base+"/invocation/next", func(w http.ResponseWriter, r *http.Request) {
+		at := time.Now()
 		fr.mu.Lock()
 		first := !fr.handed
-		fr.handed = true
+		if first {
+			fr.handed, fr.nextAt = true, at
+		}
 		fr.mu.Unlock()
 		if !first {
 			select {
@@ -263,11 +271,12 @@ func (fr *fakeRuntime) close() {
 }
 
 // coldStartLambda execs a function's bootstrap against a fake Runtime API
-// and returns the time from exec to its first response.
-func coldStartLambda(bin, fn string, vars map[string]string, event []byte, probe probeRequest, logPath string) (time.Duration, error) {
+// and returns the time from exec to its first response, and to its first
+// call for an event (init).
+func coldStartLambda(bin, fn string, vars map[string]string, event []byte, probe probeRequest, logPath string) (total, init time.Duration, err error) {
 	fr, err := newFakeRuntime(event, probe.SQS, probe.Expect)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer fr.close()
 	v := map[string]string{
@@ -281,19 +290,22 @@ func coldStartLambda(bin, fn string, vars map[string]string, event []byte, probe
 	}
 	p, err := startProc(fn, bin, envList(baseEnv(), v), logPath)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer p.stop()
 	select {
 	case res := <-fr.result:
 		if res.err != "" {
-			return 0, errors.New(res.err)
+			return 0, 0, errors.New(res.err)
 		}
-		return res.at.Sub(p.started), nil
+		fr.mu.Lock()
+		next := fr.nextAt
+		fr.mu.Unlock()
+		return res.at.Sub(p.started), next.Sub(p.started), nil
 	case <-p.done:
-		return 0, p.exited()
+		return 0, 0, p.exited()
 	case <-time.After(30 * time.Second):
-		return 0, fmt.Errorf("no response within 30 s; log:\n%s", tail(logPath, 10))
+		return 0, 0, fmt.Errorf("no response within 30 s; log:\n%s", tail(logPath, 10))
 	}
 }
 
@@ -363,7 +375,7 @@ func runFunctions(ctx context.Context, binDir string, dirs []string, aws *awsEnv
 			continue
 		}
 		lambdaRuns(&r, bin, fn, aws, runs, logDir, func(i int) (probeRequest, error) {
-			return probeFor(fn, fixture{user: aws.alice.UserID, room: aws.room}, i)
+			return probeFor(fn, fixture{user: aws.alice.UserID, room: aws.room, since: aws.since}, i)
 		})
 		out = append(out, r)
 	}
@@ -385,16 +397,18 @@ func lambdaRuns(r *functionResult, bin, fn string, aws *awsEnv, runs int, logDir
 			r.Error = err.Error()
 			return
 		}
-		d, err := coldStartLambda(bin, fn, aws.child, ev, p, filepath.Join(logDir, fmt.Sprintf("%s-%d.log", fn, i+1)))
+		d, init, err := coldStartLambda(bin, fn, aws.child, ev, p, filepath.Join(logDir, fmt.Sprintf("%s-%d.log", fn, i+1)))
 		if err != nil {
 			r.Error = err.Error()
 			return
 		}
 		if i >= 0 {
 			r.Runs = append(r.Runs, ms(d))
+			r.InitRuns = append(r.InitRuns, ms(init))
 		}
 	}
 	r.Median = Median(r.Runs)
+	r.InitMedian = Median(r.InitRuns)
 }
 
 func coldStartsHomeserver(ctx context.Context, bin string, size int64, runs int, logDir string) functionResult {

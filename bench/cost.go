@@ -88,6 +88,13 @@ type CostInputs struct {
 	SyncWake *OpCounts `json:"sync_wake"` // a long-poll woken by one new event from another instance
 	Upload   *OpCounts `json:"media_upload"`
 	Download *OpCounts `json:"media_download"`
+	Receipt  *OpCounts `json:"receipt"`
+	Typing   *OpCounts `json:"typing"`
+	// Federation is true once the server federates (the harness does not
+	// run a second server yet, so it is never measured).
+	Federation bool `json:"federation_implemented"`
+	// QueueWorkers are the functions fed by SQS event source mappings.
+	QueueWorkers []string `json:"queue_workers"`
 }
 
 // Line statuses.
@@ -95,6 +102,9 @@ const (
 	StatusMeasured    = "measured"
 	StatusModel       = "model"
 	StatusNotMeasured = "not measured yet"
+	// StatusNoRate: measured per request, but the workload does not say how
+	// often it happens, so it is priced per 10,000 and left out of the total.
+	StatusNoRate = "no rate in the workload"
 )
 
 // CostLine is one thing that costs money, per month.
@@ -214,10 +224,21 @@ func Cost(w Workload, in CostInputs, p Prices, m ModelParams) CostReport {
 			Basis: fmt.Sprintf("clients × seconds/month × %.2f read units per held second (measured over a %.0f s empty long-poll)", perSecond, held)})
 	}
 
-	// What the server cannot do yet: listed, never invented.
+	// Lambda's pollers long-poll every worker's queue all the time, and
+	// those receives are billed as SQS requests even when nothing comes:
+	// the one cost an idle server has. AWS publishes no rate for them.
+	for _, q := range in.QueueWorkers {
+		add(CostLine{Item: "SQS pollers of " + q + " (event source mapping)", Status: StatusNotMeasured,
+			Basis: "Lambda's pollers long-poll the queue continuously (billed as SQS requests); the rate is AWS's and not published"})
+	}
+	// What the server cannot do yet, or the harness does not measure yet:
+	// listed, never invented.
 	if w.RemoteServers > 0 {
-		add(CostLine{Item: "federation: sends to remote servers, inbound transactions", Status: StatusNotMeasured,
-			Basis: "federation is not implemented"})
+		basis := "federation is not implemented"
+		if in.Federation {
+			basis = "the harness does not run a second server yet"
+		}
+		add(CostLine{Item: "federation: sends to remote servers, inbound transactions", Status: StatusNotMeasured, Basis: basis})
 	}
 	if w.MediaUploadsPerDay > 0 && in.Upload != nil && in.Download != nil {
 		ups := w.MediaUploadsPerDay * m.DaysPerMonth
@@ -239,8 +260,24 @@ func Cost(w Workload, in CostInputs, p Prices, m ModelParams) CostReport {
 			Basis: "media endpoints are not implemented"})
 	}
 	if w.ConnectedClients > 0 || w.MessagesPerDay > 0 {
-		add(CostLine{Item: "receipts, typing, presence, to-device; fan-out worker (SQS)", Status: StatusNotMeasured,
-			Basis: "ephemeral events and the fan-out worker are not implemented"})
+		for _, x := range []struct {
+			item string
+			o    *OpCounts
+		}{{"read receipts (ClientUserData)", in.Receipt}, {"typing notices (ClientUserData)", in.Typing}} {
+			if x.o == nil {
+				add(CostLine{Item: x.item, Status: StatusNotMeasured, Basis: "not implemented"})
+				continue
+			}
+			// Priced per 10,000 requests; each also wakes the room's
+			// connected clients (a /sync wake-up each, not included).
+			l := CostLine{Requests: 1e4, GBSeconds: 1e4 * m.billedSeconds(x.o) * m.gb(), RRU: 1e4 * x.o.RRU, WRU: 1e4 * x.o.WRU, SQS: 1e4 * x.o.SQS}
+			p.price(&l)
+			r.Lines = append(r.Lines, CostLine{Item: x.item, Status: StatusNoRate,
+				Basis: fmt.Sprintf("$%.3f per 10,000 (measured), plus a /sync wake-up per connected client in the room; the workload gives no rate", l.Total)})
+			r.Complete = false
+		}
+		add(CostLine{Item: "fan-out worker (SQS), push, presence, to-device", Status: StatusNotMeasured,
+			Basis: "no fan-out worker yet; push, presence and to-device not measured by the harness"})
 	}
 	return r
 }

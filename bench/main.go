@@ -156,7 +156,7 @@ func run(o options) error {
 		if res.AWS, err = runAWSPath(ctx, aws); err != nil {
 			return fmt.Errorf("AWS path: %w", err)
 		}
-		res.Cost = costReports(res.AWS)
+		res.Cost = costReports(res.AWS, queueWorkers(dirs))
 	}
 	if !o.skipCold {
 		logf("binary sizes and cold starts (%d runs each)", o.coldRuns)

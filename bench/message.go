@@ -114,7 +114,7 @@ func runMessagePath(ctx context.Context, bin, work string, cfg loadConfig, idx i
 		defer sampler.Done()
 		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
-		for {
+		for range 360_000 { // an hour of samples at most
 			if r, _, err := memKiB(p.pid()); err == nil && r > peak.Load() {
 				peak.Store(r)
 			}
@@ -237,7 +237,7 @@ func parallel(n, workers int, f func(i int) error) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for {
+			for range n {
 				i := int(next.Add(1)) - 1
 				if i >= n {
 					return
@@ -278,7 +278,7 @@ func sendLoad(ctx context.Context, c *client, w *world, cfg loadConfig, run int)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for {
+			for range cfg.Messages {
 				k := int(next.Add(1)) - 1
 				if k >= cfg.Messages {
 					return

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"time"
 
 	"github.com/cirrus-matrix/cirrus/infra/app"
 	"github.com/cirrus-matrix/cirrus/infra/config"
@@ -45,6 +46,13 @@ func profileSend(ctx context.Context, o options, work string) error {
 	if err != nil {
 		return fmt.Errorf("setup: %w", err)
 	}
+	// A syncing observer, as in the message path, so /sync's share shows.
+	var obs *observer
+	if probeSync(ctx, c, w.observer.AccessToken).Implemented {
+		if obs, err = startObserver(ctx, c, w.observer.AccessToken); err != nil {
+			return err
+		}
+	}
 	f, err := os.Create(o.cpuProfile)
 	if err != nil {
 		return err
@@ -54,7 +62,14 @@ func profileSend(ctx context.Context, o options, work string) error {
 		return err
 	}
 	sends, elapsed := sendLoad(ctx, c, w, o.load, 0)
+	if obs != nil {
+		obs.finish(sends, 15*time.Second)
+	}
 	pprof.StopCPUProfile()
+	if obs != nil {
+		d := obs.report(sends)
+		fmt.Printf("delivery: p50 %.2f ms, p99 %.2f ms, exactly once %v\n", d.Latency.P50, d.Latency.P99, d.ExactlyOnce)
+	}
 	var lat []float64
 	errs := 0
 	for _, s := range sends {

@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/cirrus-matrix/cirrus/core/server"
 )
 
 // results is everything one `make bench` measured (the JSON file).
@@ -189,8 +191,8 @@ func summarizeRuns(runs []*messageRun) messageSummary {
 
 // costReports turns the AWS path's counts into the cost model's inputs and
 // prices both workloads.
-func costReports(a *awsResult) []CostReport {
-	in := CostInputs{}
+func costReports(a *awsResult, workers []string) []CostReport {
+	in := CostInputs{QueueWorkers: workers}
 	conv := func(name string) *OpCounts {
 		oc := a.op(name)
 		if oc == nil {
@@ -208,6 +210,13 @@ func costReports(a *awsResult) []CostReport {
 	in.SyncIdle = conv(opSyncIdle)
 	in.SyncHeld = conv(opSyncHeld)
 	in.Upload = conv(opUpload)
+	in.Receipt = conv(opReceipt)
+	in.Typing = conv(opTyping)
+	for _, r := range server.RouteTable() {
+		if strings.HasPrefix(r.Path, "/_matrix/federation/") {
+			in.Federation = true
+		}
+	}
 	in.Download = conv(opDownload)
 	return []CostReport{
 		Cost(ReferenceCommunity, in, PriceTable, DefaultParams),
@@ -318,9 +327,12 @@ func printReport(w io.Writer, r *results) {
 		printMessage(row, r.Message)
 	}
 	if len(r.Functions) > 0 {
-		row("FUNCTIONS (host build, stripped)", "size", "cold start median (runs)")
+		row("FUNCTIONS (host build, stripped)", "size", "cold start median: exec → first response (→ ready for events); runs")
 		for _, f := range r.Functions {
 			v := fmt.Sprintf("%.1f ms  %s", f.Median, runsList(f.Runs))
+			if f.InitMedian > 0 {
+				v = fmt.Sprintf("%.1f ms (%.1f ms)  %s", f.Median, f.InitMedian, runsList(f.Runs))
+			}
 			if f.Error != "" {
 				v = "error: " + firstLine(f.Error)
 			}
@@ -342,7 +354,7 @@ func printReport(w io.Writer, r *results) {
 		row(fmt.Sprintf("COST: %s ($/month)", c.Workload.Name), fmt.Sprintf("$%.2f", c.Total), costCaption(c))
 		for _, l := range c.Lines {
 			v := fmt.Sprintf("$%.2f", l.Total)
-			if l.Status == StatusNotMeasured {
+			if l.Status == StatusNotMeasured || l.Status == StatusNoRate {
 				v = "—"
 			}
 			row("  "+l.Item, v, fmt.Sprintf("%s; %s", l.Status, costParts(c, l)))
@@ -387,11 +399,11 @@ func costCaption(c CostReport) string {
 	if c.Complete {
 		return "complete"
 	}
-	return "lower bound: lines marked — are not measured yet"
+	return "lower bound: lines marked — are not measured or have no rate yet"
 }
 
 func costParts(c CostReport, l CostLine) string {
-	if l.Status == StatusNotMeasured {
+	if l.Status == StatusNotMeasured || l.Status == StatusNoRate {
 		return l.Basis
 	}
 	var parts []string
@@ -454,4 +466,20 @@ func callsString(m map[string]float64) string {
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
 	return line
+}
+
+// queueWorkers are the function directories that serve no route (and are
+// not the all-in-one): SQS workers.
+func queueWorkers(dirs []string) []string {
+	routed := map[string]bool{}
+	for _, fn := range server.Functions() {
+		routed[fn] = true
+	}
+	var out []string
+	for _, d := range dirs {
+		if d != "homeserver" && !routed[camel(d)] {
+			out = append(out, d)
+		}
+	}
+	return out
 }

@@ -592,3 +592,54 @@ func TestSyncMembershipSections(t *testing.T) {
 		}
 	})
 }
+
+// TestSyncDeviceLists: with the key store present, /sync carries the E2EE
+// parts: device-list changes (a new member's devices are news) and the
+// device's one-time key counts.
+func TestSyncDeviceLists(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, env *testenv.Env) {
+		ctx := context.Background()
+		alice := register(t, env, "alice", "pw")
+		bob := register(t, env, "bob", "pw")
+		room, _ := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		s0 := doSync(t, env, alice, nil)
+		if _, ok := s0.Raw["device_one_time_keys_count"]; !ok {
+			t.Fatalf("no one-time key counts: %v", s0.Raw)
+		}
+		if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		s1 := doSync(t, env, alice, map[string]string{"since": s0.NextBatch})
+		dl, _ := s1.Raw["device_lists"].(map[string]any)
+		changed, _ := dl["changed"].([]any)
+		if len(changed) != 1 || changed[0] != string(bob.UserID) {
+			t.Fatalf("device_lists after bob joined: %v", s1.Raw["device_lists"])
+		}
+		if s2 := doSync(t, env, alice, map[string]string{"since": s1.NextBatch}); s2.Raw["device_lists"] != nil {
+			t.Fatalf("device-list change repeated: %v", s2.Raw["device_lists"])
+		}
+	})
+}
+
+// TestSyncTokenSurvivesRestart: a token from before a restart continues
+// exactly where it stopped.
+func TestSyncTokenSurvivesRestart(t *testing.T) {
+	ctx := context.Background()
+	env := testenv.Start(t, "embedded", nil)
+	alice := register(t, env, "alice", "pw")
+	room, _ := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	since := doSync(t, env, alice, nil).NextBatch
+	eid := sendText(t, alice, room.RoomID, "across the restart")
+	for _, a := range env.Apps {
+		if err := a.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env2 := testenv.Start(t, "embedded", map[string]string{"CIRRUS_DATA_DIR": env.Vars["CIRRUS_DATA_DIR"]})
+	alice.Client = env2.HTTP
+	r := doSync(t, env2, alice, map[string]string{"since": since})
+	jr := r.Rooms.Join[room.RoomID]
+	if jr == nil || len(jr.Timeline.Events) != 1 || jr.Timeline.Events[0].EventID != eid {
+		t.Fatalf("after the restart: %v", r.Raw)
+	}
+}

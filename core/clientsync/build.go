@@ -44,30 +44,62 @@ func (r *run) initial(ctx context.Context, tdStart int64) (*Response, error) {
 	return resp, err
 }
 
+// markEvery is how far a stream moves between checkpoint updates.
+const markEvery = 256
+
+func markKey(st *stream.Stream) table.Key { return table.Key{PK: "mark#" + st.Name, SK: "mark"} }
+
 // head is a position of st that every earlier position has committed by.
-// It reads the stream from a checkpoint kept beside it and moves the
-// checkpoint on, so the read stays short however long the stream grows.
+// It reads the stream from a checkpoint kept beside it (see moveMark), so
+// the read stays short however long the stream grows.
 func (s *Service) head(ctx context.Context, st *stream.Stream) (int64, error) {
-	k := table.Key{PK: "mark#" + st.Name, SK: "mark"}
-	var mark, version int64
-	cond := table.IfNotExists()
-	it, err := s.T.Get(ctx, k)
+	var mark int64
+	it, err := s.T.Get(ctx, markKey(st))
 	switch {
 	case errors.Is(err, table.ErrNotFound):
 	case err != nil:
 		return 0, err
 	default:
-		mark, version, cond = it.Num, it.Version, table.IfVersion(it.Version)
+		mark = it.Num
 	}
 	next := mark
 	if _, _, err := readAll(ctx, st, &next, 0, func(stream.Entry) error { return nil }); err != nil {
 		return 0, err
 	}
-	if next-mark >= 256 {
-		// Best effort: another reader moving it first is as good.
-		_ = s.T.Put(ctx, table.Item{PK: k.PK, SK: k.SK, Num: next, Version: version + 1}, cond)
+	if next-mark >= markEvery {
+		s.moveMark(ctx, st, next)
 	}
 	return next, nil
+}
+
+// crossedMark moves st's checkpoint to pos when a reader's scan from
+// `from` to pos crossed a multiple of markEvery (so each stretch of the
+// stream costs each reader at most one checkpoint update).
+func (s *Service) crossedMark(ctx context.Context, st *stream.Stream, from, pos int64) {
+	if pos/markEvery != from/markEvery {
+		s.moveMark(ctx, st, pos)
+	}
+}
+
+// moveMark moves the checkpoint forward to pos (never back). pos must be a
+// position Read returned as next. Best effort: losing a race to another
+// reader is as good.
+func (s *Service) moveMark(ctx context.Context, st *stream.Stream, pos int64) {
+	k := markKey(st)
+	cond := table.IfNotExists()
+	var version int64
+	it, err := s.T.Get(ctx, k)
+	switch {
+	case errors.Is(err, table.ErrNotFound):
+	case err != nil:
+		return
+	default:
+		if it.Num >= pos {
+			return
+		}
+		cond, version = table.IfVersion(it.Version), it.Version
+	}
+	_ = s.T.Put(ctx, table.Item{PK: k.PK, SK: k.SK, Num: pos, Version: version + 1}, cond)
 }
 
 // emptyResponse is the answer when nothing arrived before the timeout.

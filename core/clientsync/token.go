@@ -5,15 +5,12 @@ import (
 	"strings"
 )
 
-// Token is a /sync position: one position per stream the response covers.
-//
-//		s<events>_<accountdata>_<receipts>_<typing>_<todevice>_<devicelists>
-//
-//	  - events: the global room event stream (core/rooms);
-//	  - accountdata: the user's own account data stream;
-//	  - receipts, typing: the global ephemeral streams;
-//	  - todevice: the device's own inbox;
-//	  - devicelists: the E2EE device-list stream (0 without one).
+// Token is a /sync position: one position per stream the response covers,
+// written s<events>_<accountdata>_<receipts>_<typing>_<todevice>_<devicelists>.
+// events is the global room event stream (core/rooms), accountdata the
+// user's own account data stream, receipts and typing the global ephemeral
+// streams, todevice the device's own inbox and devicelists the E2EE
+// device-list stream (0 without one).
 //
 // Every position is a stream position that all earlier positions of its
 // stream have committed by (core/stream's Read never passes a gap), so the

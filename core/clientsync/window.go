@@ -192,7 +192,13 @@ func (r *run) scanEvents(ctx context.Context) error {
 	w := r.w
 	var batch []posEntry
 	aboutMe := false
-	n, full, err := readAll(ctx, r.st.events, &w.head.Events, maxScan-w.scanned, func(e stream.Entry) error {
+	budget := maxScan - w.scanned
+	if budget <= 0 {
+		w.more = true
+		return nil
+	}
+	from := w.head.Events
+	n, full, err := readAll(ctx, r.st.events, &w.head.Events, budget, func(e stream.Entry) error {
 		var se rooms.StreamEntry
 		if err := json.Unmarshal(e.Data, &se); err != nil {
 			return err
@@ -208,6 +214,7 @@ func (r *run) scanEvents(ctx context.Context) error {
 	}
 	w.scanned += n
 	w.more = w.more || full
+	r.s.crossedMark(ctx, r.st.events, from, w.head.Events)
 	// The membership index is read after the stream, so every membership
 	// change the stream showed is in it (a later one is unwound by
 	// membershipAt).
@@ -240,6 +247,8 @@ func (r *run) interesting(e posEntry) bool {
 
 func (r *run) scanAccountData(ctx context.Context) error {
 	w := r.w
+	from := w.head.AccountData
+	defer func() { r.s.crossedMark(ctx, r.st.accountData, from, w.head.AccountData) }()
 	_, _, err := readAll(ctx, r.st.accountData, &w.head.AccountData, 0, func(e stream.Entry) error {
 		var ref userdata.AccountDataRef
 		if err := json.Unmarshal(e.Data, &ref); err != nil {
@@ -259,6 +268,8 @@ func (r *run) scanAccountData(ctx context.Context) error {
 
 func (r *run) scanReceipts(ctx context.Context) error {
 	w := r.w
+	from := w.head.Receipts
+	defer func() { r.s.crossedMark(ctx, r.st.receipts, from, w.head.Receipts) }()
 	_, _, err := readAll(ctx, r.st.receipts, &w.head.Receipts, 0, func(e stream.Entry) error {
 		var rc ephemeral.Receipt
 		if err := json.Unmarshal(e.Data, &rc); err != nil {
@@ -301,6 +312,8 @@ func (r *run) scanTyping(ctx context.Context) error {
 			w.typingDue = &due
 		}
 	}
+	from := w.head.Typing
+	defer func() { r.s.crossedMark(ctx, r.st.typing, from, w.head.Typing) }()
 	_, _, err = readAll(ctx, r.st.typing, &w.head.Typing, 0, func(e stream.Entry) error {
 		var te ephemeral.TypingEntry
 		if err := json.Unmarshal(e.Data, &te); err != nil {

@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/http"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -91,8 +89,7 @@ func (s *Service) ProcessPDUs(ctx context.Context, origin string, raws []json.Ra
 		if err != nil {
 			// Unknown room (or not a PDU): name it by the id it would have in
 			// a current room version.
-			if p, eid, perr := parseEvent(rooms.DefaultVersion, raw); perr == nil {
-				_ = p
+			if _, eid, perr := parseEvent(rooms.DefaultVersion, raw); perr == nil {
 				results[eid] = pduResult{Error: "unknown room " + string(peek.RoomID)}
 			}
 			continue
@@ -501,11 +498,3 @@ func (s *Service) QueryProfile(r *httpapi.Request) (any, error) {
 	}
 	return p, nil
 }
-
-// parseInt64 reads an optional integer.
-func parseInt64(s string) int64 {
-	n, _ := strconv.ParseInt(s, 10, 64)
-	return n
-}
-
-var _ = http.StatusOK

@@ -14,6 +14,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net"
 	"net/http"
 	"path"
 	"strings"
@@ -142,7 +143,7 @@ func ACLAllows(content json.RawMessage, server string) bool {
 		host = server
 	}
 	host = strings.ToLower(host)
-	isIP := strings.HasPrefix(host, "[") || isIPv4(host)
+	isIP := net.ParseIP(strings.Trim(host, "[]")) != nil
 	if isIP && c.AllowIPLiterals != nil && !*c.AllowIPLiterals {
 		return false
 	}
@@ -159,24 +160,12 @@ func ACLAllows(content json.RawMessage, server string) bool {
 	return false
 }
 
-func isIPv4(h string) bool {
-	parts := strings.Split(h, ".")
-	if len(parts) != 4 {
-		return false
-	}
-	for _, p := range parts {
-		if p == "" || len(p) > 3 || strings.Trim(p, "0123456789") != "" {
-			return false
-		}
-	}
-	return true
-}
-
 // globMatch matches * (any run) and ? (one character). path.Match also
-// treats [ and \ specially, so those are escaped first.
+// treats [ and \ specially, so those are escaped first (host names have
+// no /, the one character its * does not cross).
 func globMatch(pattern, name string) bool {
-	esc := strings.NewReplacer(`\`, `\\`, `[`, `\[`, `]`, `\]`, `/`, `\/`).Replace(pattern)
-	ok, err := path.Match(esc, strings.ReplaceAll(name, "/", "\x00"))
+	esc := strings.NewReplacer(`\`, `\\`, `[`, `\[`, `]`, `\]`).Replace(pattern)
+	ok, err := path.Match(esc, name)
 	return err == nil && ok
 }
 

@@ -674,10 +674,10 @@ func (s *Service) QueryRemoteProfile(ctx context.Context, u id.UserID, field str
 	}
 	var out map[string]any
 	if err := s.Client.Query(ctx, server, "profile", q, &out); err != nil {
-		if remoteStatus(err) == http.StatusNotFound {
-			return nil, httpapi.NotFound("profile not found")
-		}
-		return nil, remoteError(server, err)
+		// Unreachable or refusing: to the client there is no profile to show
+		// (the endpoint knows only 200, 403 and 404).
+		s.Log.Info("remote profile query failed", "user", u, "err", err)
+		return nil, httpapi.NotFound("profile not found (%s did not answer)", server)
 	}
 	return out, nil
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"go.mau.fi/util/jsontime"
@@ -198,7 +199,9 @@ func (sn *Sender) Run(ctx context.Context) {
 		return
 	}
 	for ctx.Err() == nil {
-		msgs, err := sn.Q.Receive(ctx, queue.MaxBatch, 10*time.Second)
+		// A short long-poll: some SQS emulators answer only at its end, and
+		// a message whose backoff ends must not wait for it.
+		msgs, err := sn.Q.Receive(ctx, queue.MaxBatch, 2*time.Second)
 		if err != nil {
 			if ctx.Err() == nil {
 				sn.Fed.Log.Error("federation queue receive", "err", err)
@@ -235,26 +238,35 @@ func (sn *Sender) Handle(ctx context.Context, msgs []queue.Received) []string {
 		}
 		byDest[w.Destination] = append(byDest[w.Destination], m)
 	}
+	// Destinations are independent: one that hangs must not hold up the
+	// others (a Lambda batch has one deadline for all).
+	var mu sync.Mutex
+	var wg sync.WaitGroup
 	var failed []string
 	for _, d := range order {
-		sn.Fed.Log.Debug("federation sender: destination", "destination", d, "messages", len(byDest[d]))
 		ms := byDest[d]
-		err := sn.drain(ctx, d, ms[0].Receipt)
-		if err != nil {
-			if !errors.Is(err, errBackoff) {
-				sn.Fed.Log.Error("federation sender", "destination", d, "err", err)
+		wg.Go(func() {
+			sn.Fed.Log.Debug("federation sender: destination", "destination", d, "messages", len(ms))
+			err := sn.drain(ctx, d, ms[0].Receipt)
+			if err != nil {
+				if !errors.Is(err, errBackoff) {
+					sn.Fed.Log.Error("federation sender", "destination", d, "err", err)
+				}
+				mu.Lock()
+				for _, m := range ms {
+					failed = append(failed, m.ID)
+				}
+				mu.Unlock()
+				return
 			}
 			for _, m := range ms {
-				failed = append(failed, m.ID)
+				if err := sn.Q.Delete(ctx, m.Receipt); err != nil && !errors.Is(err, queue.ErrBadReceipt) {
+					sn.Fed.Log.Warn("federation queue delete", "err", err)
+				}
 			}
-			continue
-		}
-		for _, m := range ms {
-			if err := sn.Q.Delete(ctx, m.Receipt); err != nil && !errors.Is(err, queue.ErrBadReceipt) {
-				sn.Fed.Log.Warn("federation queue delete", "err", err)
-			}
-		}
+		})
 	}
+	wg.Wait()
 	return failed
 }
 
@@ -376,6 +388,9 @@ func (sn *Sender) backoffFor(failures int) time.Duration {
 
 // failed records a failure and hides the message for the backoff.
 func (sn *Sender) failed(ctx context.Context, dest, receipt string, cause error) error {
+	// Bookkeeping survives the request's deadline (a Lambda near its end).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
 	k := table.Key{PK: destPK(dest), SK: "dest"}
 	var st destState
 	if it, err := sn.Fed.T.Get(ctx, k); err == nil {

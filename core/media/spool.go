@@ -46,7 +46,7 @@ func spool(ctx context.Context, dir string, r io.Reader, declared, limit int64) 
 		}
 	}()
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(ctxReader{ctx, r}, limit+1))
+	n, err := io.CopyBuffer(io.MultiWriter(f, h), io.LimitReader(ctxReader{ctx, r}, limit+1), make([]byte, 256<<10))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()

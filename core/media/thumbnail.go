@@ -254,9 +254,17 @@ func Resize(img image.Image, b Box) image.Image {
 	dst := image.NewRGBA(image.Rect(0, 0, dw, dh))
 	if dw == src.Dx() && dh == src.Dy() {
 		draw.Draw(dst, dst.Bounds(), img, src.Min, draw.Src)
-	} else {
-		draw.CatmullRom.Scale(dst, dst.Bounds(), img, src, draw.Src, nil)
+		return dst
 	}
+	if src.Dx() > 4*dw && src.Dy() > 4*dh {
+		// CatmullRom keeps a float64 buffer of dst width × src height ×
+		// 4 channels (150 MB for a tall photo): bring big sources down to
+		// twice the size first with a cheap filter that needs none.
+		mid := image.NewRGBA(image.Rect(0, 0, 2*dw, 2*dh))
+		draw.ApproxBiLinear.Scale(mid, mid.Bounds(), img, src, draw.Src, nil)
+		img, src = mid, mid.Bounds()
+	}
+	draw.CatmullRom.Scale(dst, dst.Bounds(), img, src, draw.Src, nil)
 	return dst
 }
 

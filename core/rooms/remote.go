@@ -20,7 +20,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 
 	"maunium.net/go/mautrix/crypto/canonicaljson"
 	"maunium.net/go/mautrix/federation/pdu"
@@ -29,8 +28,6 @@ import (
 	"github.com/cirrus-matrix/cirrus/core/httpapi"
 	"github.com/cirrus-matrix/cirrus/core/table"
 )
-
-var debugRes sync.Map
 
 // StateMap is a room state: (type, state_key) → event id.
 type StateMap = map[pdu.StateKey]id.EventID
@@ -197,8 +194,9 @@ func (s *Service) FetchPDUs(ctx context.Context, ids []id.EventID) ([]*pdu.PDU, 
 }
 
 // ResolveState resolves several state sets into one (identical sets need
-// no resolution).
-func (s *Service) ResolveState(ctx context.Context, rv id.RoomVersion, sets []StateMap) (StateMap, error) {
+// no resolution). pending are events taking part that are not stored yet
+// (the event being persisted): resolution must see them.
+func (s *Service) ResolveState(ctx context.Context, rv id.RoomVersion, sets []StateMap, pending ...*pdu.PDU) (StateMap, error) {
 	if len(sets) == 0 {
 		return StateMap{}, nil
 	}
@@ -217,73 +215,29 @@ func (s *Service) ResolveState(ctx context.Context, rv id.RoomVersion, sets []St
 	}
 	in := make([]map[pdu.StateKey]id.EventID, len(sets))
 	copy(in, sets)
-	out, err := s.Resolve(ctx, rv, in, s.FetchPDUs)
-	{ // DEBUG2
-		var keys []string
-		for _, st := range sets {
-			keys = append(keys, string(st[pdu.StateKey{Type: "m.room.topic"}]))
-		}
-		slices.Sort(keys)
-		k := strings.Join(keys, ",")
-		type rec struct {
-			server string
-			sets   []StateMap
-			out    StateMap
-		}
-		if len(sets) == 2 {
-			if v, ok := debugRes.Load(k); ok {
-				r := v.(rec)
-				if r.out[pdu.StateKey{Type: "m.room.topic"}] != out[pdu.StateKey{Type: "m.room.topic"}] {
-					s.Log.Error("DEBUG2 cross-server mismatch", "other", r.server)
-					// compare sets by topic
-					for _, a := range sets {
-						for _, b := range r.sets {
-							if a[pdu.StateKey{Type: "m.room.topic"}] == b[pdu.StateKey{Type: "m.room.topic"}] {
-								for kk, vv := range a {
-									if b[kk] != vv {
-										s.Log.Error("DEBUG2 set differs", "key", kk, "here", vv, "there", b[kk])
-									}
-								}
-								for kk, vv := range b {
-									if _, ok := a[kk]; !ok {
-										s.Log.Error("DEBUG2 set differs", "key", kk, "here", "", "there", vv)
-									}
-								}
-							}
-						}
+	fetch := s.FetchPDUs
+	if len(pending) > 0 {
+		fetch = func(ctx context.Context, ids []id.EventID) ([]*pdu.PDU, error) {
+			var out []*pdu.PDU
+			var rest []id.EventID
+			for _, e := range ids {
+				found := false
+				for _, p := range pending {
+					if p.InternalMeta.EventID == e {
+						out, found = append(out, p), true
+						break
 					}
 				}
-			} else {
-				debugRes.Store(k, rec{s.ServerName, sets, out})
-			}
-		}
-	}
-	{ // DEBUG
-		rev := make([]map[pdu.StateKey]id.EventID, len(sets))
-		for i := range sets {
-			rev[i] = sets[len(sets)-1-i]
-		}
-		out2, _ := s.Resolve(ctx, rv, rev, s.FetchPDUs)
-		if !maps.Equal(out, out2) {
-			for k, v := range out {
-				if out2[k] != v {
-					s.Log.Error("DEBUG order-dependent resolution", "key", k, "fwd", v, "rev", out2[k])
+				if !found {
+					rest = append(rest, e)
 				}
 			}
-			for i, st := range sets {
-				for k, v := range st {
-					if sets[0][k] != v {
-						s.Log.Error("DEBUG conflict", "set", i, "key", k, "v", v, "v0", sets[0][k])
-					}
-				}
-			}
+			stored, err := s.FetchPDUs(ctx, rest)
+			return append(out, stored...), err
 		}
 	}
-	var cands []id.EventID
-	for _, st := range sets {
-		cands = append(cands, st[pdu.StateKey{Type: "m.room.topic"}])
-	}
-	s.Log.Debug("resolving state", "sets", len(sets), "topics", cands, "result", out[pdu.StateKey{Type: "m.room.topic"}], "err", err)
+	out, err := s.Resolve(ctx, rv, in, fetch)
+	s.Log.Debug("resolved state", "sets", len(sets), "err", err)
 	return out, err
 }
 
@@ -676,7 +630,9 @@ func (s *Service) tryPersistRemote(ctx context.Context, re RemoteEvent, raw []by
 			}
 			sets = append(sets, st)
 		}
-		resolved, err := s.ResolveState(ctx, re.RoomVersion, sets)
+		self := re.PDU.Clone()
+		self.InternalMeta.EventID = re.EventID
+		resolved, err := s.ResolveState(ctx, re.RoomVersion, sets, self)
 		if err != nil {
 			return fail(err)
 		}

@@ -84,6 +84,28 @@ func TestLoad(t *testing.T) {
 		{name: "bad direct limit", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_MEDIA_DIRECT_LIMIT_BYTES": "x"}, wantErr: "CIRRUS_MEDIA_DIRECT_LIMIT_BYTES"},
 		{name: "bad thumbnail pixels", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_THUMBNAIL_MAX_PIXELS": "0"}, wantErr: "CIRRUS_THUMBNAIL_MAX_PIXELS"},
 		{name: "bad log level", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_LOG_LEVEL": "loud"}, wantErr: "CIRRUS_LOG_LEVEL"},
+		{name: "federation off and safe by default", env: base, check: func(t *testing.T, c *Config) {
+			f := c.Server.Federation
+			if c.FederationListenAddr != "" || f.SkipVerify || f.AllowPrivate || len(c.FederationWarnings) != 0 {
+				t.Fatalf("federation defaults: %+v %+v", c, f)
+			}
+			if f.MinBackoff <= 0 || f.MaxBackoff < f.MinBackoff || f.RequestTimeout <= 0 {
+				t.Fatalf("sender defaults: %+v", f)
+			}
+		}},
+		{name: "federation test switches", env: map[string]string{"CIRRUS_SERVER_NAME": "localhost:8448",
+			"CIRRUS_FEDERATION_LISTEN_ADDR": "127.0.0.1:8448", "CIRRUS_FEDERATION_TLS_SKIP_VERIFY": "true",
+			"CIRRUS_FEDERATION_ALLOW_PRIVATE_ADDRS": "true", "CIRRUS_FEDERATION_RETRY_MIN": "100ms", "CIRRUS_FEDERATION_RETRY_MAX": "1s"},
+			check: func(t *testing.T, c *Config) {
+				f := c.Server.Federation
+				if c.FederationListenAddr != "127.0.0.1:8448" || !f.SkipVerify || !f.AllowPrivate || len(c.FederationWarnings) != 2 {
+					t.Fatalf("federation settings: %+v %+v", c, f)
+				}
+			}},
+		{name: "bad federation listen", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_FEDERATION_LISTEN_ADDR": "8448"}, wantErr: "CIRRUS_FEDERATION_LISTEN_ADDR"},
+		{name: "cert without key", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_FEDERATION_TLS_CERT": "/c.pem"}, wantErr: "CIRRUS_FEDERATION_TLS_KEY"},
+		{name: "bad skip verify", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_FEDERATION_TLS_SKIP_VERIFY": "yes"}, wantErr: "CIRRUS_FEDERATION_TLS_SKIP_VERIFY"},
+		{name: "retry min above max", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_FEDERATION_RETRY_MIN": "2h"}, wantErr: "CIRRUS_FEDERATION_RETRY_MIN"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -12,12 +12,19 @@ import (
 	"net/http/httptest"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/johannesboyne/gofakes3"
+	"github.com/johannesboyne/gofakes3/backend/s3mem"
+
+	"github.com/cirrus-matrix/cirrus/core/resources"
 	"github.com/cirrus-matrix/cirrus/infra/app"
+	"github.com/cirrus-matrix/cirrus/infra/awstest"
 	"github.com/cirrus-matrix/cirrus/infra/config"
+	sqsqueue "github.com/cirrus-matrix/cirrus/infra/sqs"
 )
 
 // FedServer is one of several Cirrus servers federating on loopback in one
@@ -37,10 +44,11 @@ type FedServer struct {
 	App    *app.App
 	Vars   map[string]string
 
-	t       testing.TB
-	port    int
-	mu      sync.Mutex
-	stopper func()
+	t          testing.TB
+	port       int
+	mu         sync.Mutex
+	stopper    func()
+	senderStop func()
 }
 
 // FedHTTP is an HTTP client for federation listeners (self-signed
@@ -52,6 +60,22 @@ var FedHTTP = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport
 // ACLs, which ignore ports, can tell them apart). vars add settings to all.
 func StartFederation(t testing.TB, n int, vars map[string]string) []*FedServer {
 	t.Helper()
+	return StartFederationOn(t, "embedded", n, vars)
+}
+
+// StartFederationOn is StartFederation on an engine: "embedded" (each
+// server its own bbolt file and queue) or "aws" (each server its own
+// DynamoDB table, SQS queues and S3 bucket on the local stand-ins).
+func StartFederationOn(t testing.TB, engine string, n int, vars map[string]string) []*FedServer {
+	t.Helper()
+	var awsVars func() map[string]string
+	switch engine {
+	case "embedded":
+	case "aws":
+		awsVars = awsServerVars(t)
+	default:
+		t.Fatalf("federation tests run on embedded or aws, not %q", engine)
+	}
 	out := make([]*FedServer, n)
 	for i := range out {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -76,6 +100,11 @@ func StartFederation(t testing.TB, n int, vars map[string]string) []*FedServer {
 			"CIRRUS_FEDERATION_RETRY_MIN":           "200ms",
 			"CIRRUS_FEDERATION_RETRY_MAX":           "2s",
 			"CIRRUS_FEDERATION_REQUEST_TIMEOUT":     "20s",
+		}
+		if awsVars != nil {
+			for k, v := range awsVars() {
+				env[k] = v
+			}
 		}
 		for k, v := range vars {
 			env[k] = v
@@ -116,17 +145,32 @@ func (s *FedServer) start(ln net.Listener) {
 		defer close(done)
 		a.RunFederationSender(ctx)
 	}()
+	stopSender := sync.OnceFunc(func() {
+		cancel()
+		<-done
+	})
 	s.mu.Lock()
 	s.App, s.URL, s.HTTP = a, client.URL, client.Client()
 	s.FedURL = "https://" + ln.Addr().String()
+	s.senderStop = stopSender
 	s.stopper = func() {
-		cancel()
+		stopSender()
 		_ = fed.Close()
 		client.Close()
-		<-done
 		_ = a.Close()
 	}
 	s.mu.Unlock()
+}
+
+// StopSender stops the in-process federation sender (the queue then fills
+// up, for a test to drive as the Lambda would).
+func (s *FedServer) StopSender() {
+	s.mu.Lock()
+	stop := s.senderStop
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
 }
 
 // Stop shuts the server down (its data stays for Restart). Idempotent.
@@ -179,3 +223,52 @@ func Eventually(t testing.TB, timeout time.Duration, what string, f func() error
 
 // String names the server in test output.
 func (s *FedServer) String() string { return fmt.Sprintf("%s (%s)", s.Name, s.URL) }
+
+// awsServerVars prepares the stand-ins and returns, per call, the settings
+// of one more server: its own table, bucket and queues (servers sharing a
+// queue would take each other's work).
+func awsServerVars(t testing.TB) func() map[string]string {
+	awstest.Require(t, "DYNAMODB")
+	awstest.Require(t, "SQS")
+	s3 := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
+	t.Cleanup(s3.Close)
+	t.Setenv("AWS_ENDPOINT_URL_S3", s3.URL)
+	for k, v := range map[string]string{"AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"} {
+		if os.Getenv(k) == "" {
+			t.Setenv(k, v)
+		}
+	}
+	ctx := context.Background()
+	clients, _, err := app.NewAWSClients(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func() map[string]string {
+		suffix := randomSuffix()
+		env := map[string]string{
+			"CIRRUS_STORAGE":              "aws",
+			"CIRRUS_AWS_CREATE_RESOURCES": "true",
+			"CIRRUS_TABLE":                "cirrus-fed-" + suffix,
+			"CIRRUS_MEDIA_BUCKET":         "cirrus-media-" + suffix,
+		}
+		for _, spec := range resources.Queues {
+			own := spec
+			base := strings.TrimSuffix(spec.Name, ".fifo")
+			own.Name = base + "-" + suffix
+			if spec.FIFO {
+				own.Name += ".fifo"
+			}
+			url, _, err := sqsqueue.EnsureQueue(ctx, clients.SQS, own)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch spec.Name {
+			case resources.FederationQueue.Name:
+				env["CIRRUS_FEDERATION_QUEUE_URL"] = url
+			case resources.FanoutQueue.Name:
+				env["CIRRUS_FANOUT_QUEUE_URL"] = url
+			}
+		}
+		return env
+	}
+}

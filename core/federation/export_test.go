@@ -1,0 +1,4 @@
+package federation
+
+// WithKeysFor is exported for the external tests.
+var WithKeysFor = withKeysFor
