@@ -37,6 +37,7 @@ type functionResult struct {
 	InitRuns   []float64 `json:"init_ms,omitempty"`
 	InitMedian float64   `json:"init_median_ms,omitempty"`
 	Error      string    `json:"error,omitempty"`
+	Skipped    string    `json:"skipped,omitempty"`
 }
 
 // camel turns a function directory name into its route-table name, as
@@ -370,7 +371,7 @@ func runFunctions(ctx context.Context, binDir string, dirs []string, aws *awsEnv
 		fn := camel(dir)
 		r := functionResult{Dir: dir, Function: fn, Mode: "Lambda, stand-ins", Bytes: size}
 		if aws == nil {
-			r.Error = "AWS stand-ins not running"
+			r.Skipped = "cold start skipped: no AWS stand-ins (-skip-aws)"
 			out = append(out, r)
 			continue
 		}

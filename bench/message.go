@@ -34,7 +34,10 @@ type messageRun struct {
 	RSSPeakMiB    float64 `json:"rss_peak_load_mib"` // highest VmRSS sampled during the load
 	HWMMiB        float64 `json:"vmhwm_mib"`         // the kernel's peak RSS over the whole run
 	SetupSeconds  float64 `json:"setup_s"`
-	Sync          syncRun `json:"sync"`
+	// ServerCPU is the server's CPU time during the load over the load's
+	// wall time: cores busy on average (of the machine's CPUs).
+	ServerCPU float64 `json:"server_cpu_cores"`
+	Sync      syncRun `json:"sync"`
 }
 
 const benchPassword = "bench-password-1"
@@ -126,7 +129,11 @@ func runMessagePath(ctx context.Context, bin, work string, cfg loadConfig, idx i
 		}
 	}()
 
+	cpu0, _ := cpuSeconds(p.pid())
 	sends, elapsed := sendLoad(ctx, c, w, cfg, idx)
+	if cpu1, err := cpuSeconds(p.pid()); err == nil && elapsed > 0 {
+		run.ServerCPU = (cpu1 - cpu0) / elapsed.Seconds()
+	}
 	close(stopSampling)
 	sampler.Wait()
 	run.RSSPeakMiB = mib(peak.Load())

@@ -122,7 +122,9 @@ type messageSummary struct {
 	RSSSetupMiB   float64   `json:"rss_after_setup_mib"`
 	RSSPeakMiB    float64   `json:"rss_peak_load_mib"`
 	HWMMiB        float64   `json:"vmhwm_mib"`
-	SendErrors    int       `json:"send_errors"` // over all runs
+	ServerCPU     float64   `json:"server_cpu_cores"`
+	Delivered     int       `json:"delivered_events"` // over all runs
+	SendErrors    int       `json:"send_errors"`      // over all runs
 	Sync          string    `json:"sync_status"`
 	Delivery      *Dist     `json:"delivery_latency,omitempty"`
 	ExactlyOnce   *bool     `json:"exactly_once,omitempty"` // in every run
@@ -157,6 +159,7 @@ func summarizeRuns(runs []*messageRun) messageSummary {
 		}
 		if d := r.Sync.Delivery; d != nil {
 			deliveries = append(deliveries, d.Latency)
+			s.Delivered += d.Seen
 			once = once && d.ExactlyOnce
 			if !d.ExactlyOnce {
 				notes = append(notes, fmt.Sprintf("acked %d, delivered %d, missing %d, duplicated %d, unknown %d, limited timelines %d",
@@ -175,6 +178,7 @@ func summarizeRuns(runs []*messageRun) messageSummary {
 	s.RSSSetupMiB = col(func(r *messageRun) float64 { return r.RSSSetupMiB })
 	s.RSSPeakMiB = col(func(r *messageRun) float64 { return r.RSSPeakMiB })
 	s.HWMMiB = col(func(r *messageRun) float64 { return r.HWMMiB })
+	s.ServerCPU = col(func(r *messageRun) float64 { return r.ServerCPU })
 	if len(deliveries) > 0 {
 		d := MedianDist(deliveries)
 		s.Delivery = &d
@@ -275,6 +279,9 @@ func evaluateTargets(r *results) []targetRow {
 		worst, name := 0.0, ""
 		errs := 0
 		for _, f := range r.Functions {
+			if f.Skipped != "" {
+				continue
+			}
 			if f.Error != "" {
 				errs++
 				continue
@@ -336,6 +343,9 @@ func printReport(w io.Writer, r *results) {
 			if f.Error != "" {
 				v = "error: " + firstLine(f.Error)
 			}
+			if f.Skipped != "" {
+				v = f.Skipped
+			}
 			row(fmt.Sprintf("  %s [%s] %s", f.Dir, f.Mode, f.Probe), fmt.Sprintf("%.1f MiB", float64(f.Bytes)/(1<<20)), v)
 		}
 		row("", "", "")
@@ -380,9 +390,10 @@ func printMessage(row func(...string), s messageSummary) {
 	row("MESSAGE PATH (all-in-one, embedded store, HTTP)", "", "")
 	row("  send throughput", fmt.Sprintf("%.0f events/s", s.SendPerSecond), runsList(s.SendRuns))
 	row("  send latency p50 / p95 / p99", distString(s.Send), fmt.Sprintf("errors: %d", s.SendErrors))
+	row("  server CPU during the load", fmt.Sprintf("%.2f cores", s.ServerCPU), "")
 	row("  /messages backward page of 100, p50 / p95 / p99", distString(s.MessagesPage), "")
 	if s.Delivery != nil {
-		row("  delivery latency (send → /sync) p50 / p95 / p99", distString(*s.Delivery), fmt.Sprintf("exactly once: %v", *s.ExactlyOnce))
+		row("  delivery latency (send → /sync) p50 / p95 / p99", distString(*s.Delivery), fmt.Sprintf("exactly once: %v (%d events in all runs)", *s.ExactlyOnce, s.Delivered))
 	} else {
 		row("  delivery latency (send → /sync)", s.Sync, "")
 	}

@@ -276,6 +276,22 @@ func TestFederationJoinAndMessages(t *testing.T) {
 		}
 		return nil
 	})
+	// Alice talks while bob is away; bob comes back (his server's copy of
+	// the room is stale, so it joins through a again) and sees it.
+	if _, err := alice.SendText(ctx, room, "while bob was away"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoomByID(ctx, room); err != nil {
+		t.Fatalf("rejoin: %v", err)
+	}
+	if _, err := bob.SendText(ctx, room, "back again"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "alice sees bob back", func() error { return hasBody(ctx, alice, room, "back again") })
+	if _, err := alice.SendText(ctx, room, "welcome back"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "bob sees alice", func() error { return hasBody(ctx, bob, room, "welcome back") })
 }
 
 func TestFederationCatchUp(t *testing.T) {
@@ -777,5 +793,39 @@ func TestFederationSenderLambda(t *testing.T) {
 	}
 	if err := hasBody(ctx, bob, room, "after a failure"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestFederationRestrictedJoin: a room restricted to members of another
+// room; the resident server vouches for the join (and countersigns it).
+func TestFederationRestrictedJoin(t *testing.T) {
+	srv := testenv.StartFederation(t, 2, nil)
+	a, b := srv[0], srv[1]
+	ctx := context.Background()
+	alice := fedUser(t, a, "alice")
+	bob := fedUser(t, b, "bob")
+	carol := fedUser(t, b, "carol")
+	lobby := sharedRoom(t, a, b, alice, bob, 0)
+	inner, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", InitialState: []*event.Event{{
+		Type: event.StateJoinRules, StateKey: new(""),
+		Content: event.Content{Raw: map[string]any{"join_rule": "restricted",
+			"allow": []map[string]any{{"type": "m.room_membership", "room_id": lobby}}}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoom(ctx, string(inner.RoomID), &mautrix.ReqJoinRoom{Via: []string{a.Name}}); err != nil {
+		t.Fatalf("restricted join of a member of the allowed room: %v", err)
+	}
+	var mem event.MemberEventContent
+	if err := alice.StateEvent(ctx, inner.RoomID, event.StateMember, string(bob.UserID), &mem); err != nil || mem.Membership != event.MembershipJoin {
+		t.Fatalf("bob on a: %+v %v", mem, err)
+	}
+	if mem.JoinAuthorisedViaUsersServer != alice.UserID {
+		t.Fatalf("join vouched for by %q", mem.JoinAuthorisedViaUsersServer)
+	}
+	// Carol is in no allowed room: refused.
+	if _, err := carol.JoinRoom(ctx, string(inner.RoomID), &mautrix.ReqJoinRoom{Via: []string{a.Name}}); errcode(err) != "M_FORBIDDEN" {
+		t.Fatalf("restricted join of a stranger: %v", err)
 	}
 }

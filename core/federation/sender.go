@@ -101,8 +101,8 @@ func (sn *Sender) OnPersist(ev *rooms.Event) {
 }
 
 // destinations are the servers an event goes to: those with joined
-// members in the room now and before it, and the target of a membership
-// change (so an invited, kicked or banned server hears of it).
+// members in the room now, and the target of a membership change (so an
+// invited, kicked, banned or leaving server hears of it).
 func (sn *Sender) destinations(ctx context.Context, ev *rooms.Event) ([]string, error) {
 	var set []string
 	add := func(s string) {
@@ -117,14 +117,6 @@ func (sn *Sender) destinations(ctx context.Context, ev *rooms.Event) ([]string, 
 		}
 		for _, s := range cur {
 			add(s)
-		}
-		if before, err := sn.Fed.Rooms.StateBefore(ctx, ev); err == nil {
-			prev, err := sn.Fed.Rooms.ServersInState(ctx, before, "join")
-			if err == nil {
-				for _, s := range prev {
-					add(s)
-				}
-			}
 		}
 	}
 	if ev.Type == "m.room.member" && ev.StateKey != nil {

@@ -1189,30 +1189,6 @@ func (s *Service) JoinedServers(ctx context.Context, r id.RoomID) ([]string, err
 	return slices.Sorted(maps.Keys(set)), nil
 }
 
-// ServersInState lists the servers with a member of the given memberships
-// in a state (membership events are loaded).
-func (s *Service) ServersInState(ctx context.Context, st StateMap, memberships ...string) ([]string, error) {
-	var ids []id.EventID
-	for k, v := range st {
-		if k.Type == "m.room.member" {
-			ids = append(ids, v)
-		}
-	}
-	evs, err := s.EventsByID(ctx, ids)
-	if err != nil {
-		return nil, err
-	}
-	set := map[string]bool{}
-	for _, ev := range evs {
-		if slices.Contains(memberships, ev.Membership()) && ev.StateKey != nil {
-			if _, server, err := id.UserID(*ev.StateKey).Parse(); err == nil {
-				set[server] = true
-			}
-		}
-	}
-	return slices.Sorted(maps.Keys(set)), nil
-}
-
 // ServerCanSee reports whether a server may see an event under the room's
 // history visibility at that event: world_readable and shared history is
 // open to any server in the room; invited and joined history only to

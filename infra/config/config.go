@@ -154,10 +154,13 @@ func Load(get Getenv) (*Config, error) {
 	}
 	if limits {
 		c.Server.Limits = map[string]httpapi.Rate{
-			server.LimitRegister: {PerSecond: 0.2, Burst: 10},
-			server.LimitLogin:    {PerSecond: 0.5, Burst: 10},
-			server.LimitMedia:    {PerSecond: 1, Burst: 30},
-			server.LimitPreview:  {PerSecond: 0.5, Burst: 10},
+			server.LimitRegister:   {PerSecond: 0.2, Burst: 10},
+			server.LimitLogin:      {PerSecond: 0.5, Burst: 10},
+			server.LimitSend:       {PerSecond: 10, Burst: 50},
+			server.LimitJoin:       {PerSecond: 1, Burst: 20},
+			server.LimitCreateRoom: {PerSecond: 0.2, Burst: 10},
+			server.LimitMedia:      {PerSecond: 1, Burst: 30},
+			server.LimitPreview:    {PerSecond: 0.5, Burst: 10},
 		}
 	}
 	if err := loadMedia(get, &c.Server.Media); err != nil {
