@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"math"
+	"sync"
 	"testing"
 	"time"
 )
@@ -136,5 +138,30 @@ func TestCostModelSync(t *testing.T) {
 	w := lines["/sync waiting: reads while held (cross-instance wake-up)"]
 	if !near(w.RRU, 10*2592000*6.48) || !near(w.Dynamo, 10*2592000*6.48*0.125/1e6) {
 		t.Errorf("sync waiting = %+v", w)
+	}
+}
+
+func TestCleanups(t *testing.T) {
+	var c cleanups
+	var order []int
+	var mu sync.Mutex
+	note := func(i int) func() {
+		return func() {
+			mu.Lock()
+			order = append(order, i)
+			mu.Unlock()
+		}
+	}
+	c.add(note(1))
+	c.add(func() { c.add(note(3)) }) // a cleanup that registers another
+	c.add(note(2))
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(c.run)
+	}
+	wg.Wait()
+	c.add(note(4)) // after the end: runs at once
+	if fmt.Sprint(order) != "[2 1 3 4]" {
+		t.Errorf("cleanups ran as %v, want [2 1 3 4]", order)
 	}
 }

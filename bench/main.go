@@ -29,6 +29,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -66,11 +67,15 @@ func main() {
 		os.Exit(2)
 	}
 
-	// However the harness ends, stop what it started.
+	// However the harness ends, stop what it started. A closed output pipe
+	// (`make bench | head`) must not kill it before it has: writes then fail
+	// instead.
+	signal.Ignore(syscall.SIGPIPE)
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
 		s := <-sig
+		interrupted.Store(true)
 		fmt.Fprintf(os.Stderr, "bench: %v: stopping what was started\n", s)
 		atExit.run()
 		os.Exit(130)
@@ -91,6 +96,10 @@ func main() {
 	}()
 	os.Exit(code)
 }
+
+// interrupted is set by a signal: whatever main is doing then, it must not
+// report figures from a run whose processes were stopped under it.
+var interrupted atomic.Bool
 
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
@@ -167,6 +176,9 @@ func run(o options) error {
 		if aws != nil {
 			res.Notes = append(res.Notes, aws.notes...)
 		}
+	}
+	if interrupted.Load() {
+		return fmt.Errorf("interrupted: no results")
 	}
 	res.Finished = time.Now().UTC().Format(time.RFC3339)
 	res.Machine.LoadEnd = loadAvg()

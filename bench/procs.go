@@ -18,28 +18,46 @@ import (
 )
 
 // cleanups run in reverse order when the harness ends, however it ends
-// (normal return, error, panic in main, SIGINT/SIGTERM): every process the
-// harness starts is registered here and stopped by its PID.
+// (normal return, error, panic in main, SIGINT/SIGTERM/SIGHUP): every
+// process the harness starts is registered here and stopped by its PID.
+// run may be called from main and from the signal handler at once: the
+// second caller waits until the first has finished, and anything added
+// after that runs at once.
 type cleanups struct {
 	mu    sync.Mutex
 	funcs []func()
 	done  bool
+	once  sync.Once
 }
 
 func (c *cleanups) add(f func()) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	if c.done {
+		c.mu.Unlock()
+		f()
+		return
+	}
 	c.funcs = append(c.funcs, f)
+	c.mu.Unlock()
 }
 
 func (c *cleanups) run() {
-	c.mu.Lock()
-	fs := c.funcs
-	c.funcs, c.done = nil, true
-	c.mu.Unlock()
-	for i := len(fs) - 1; i >= 0; i-- {
-		fs[i]()
-	}
+	c.once.Do(func() {
+		for range 100 { // cleanups that register cleanups: a few rounds at most
+			c.mu.Lock()
+			fs := c.funcs
+			c.funcs = nil
+			if len(fs) == 0 {
+				c.done = true
+				c.mu.Unlock()
+				return
+			}
+			c.mu.Unlock()
+			for i := len(fs) - 1; i >= 0; i-- {
+				fs[i]()
+			}
+		}
+	})
 }
 
 var atExit cleanups
