@@ -43,11 +43,9 @@ const maxAttempts = 50
 // repeated (Device, TxnID) returns the first event's id without storing
 // anything.
 func (s *Service) Send(ctx context.Context, roomID id.RoomID, ne NewEvent) (id.EventID, error) {
-	if ne.TxnID != "" {
-		if prev, err := s.lookupTxn(ctx, ne.Sender, ne.Device, roomID, ne.TxnID); err != nil || prev != "" {
-			return prev, err
-		}
-	}
+	// No read of the transaction id first: the event's transaction claims it
+	// with IfNotExists, so a repeat is caught there (trySend then returns the
+	// first event). That saves a read on every send; only repeats pay more.
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		ev, err := s.trySend(ctx, roomID, ne, nil)
 		if err == errRetry {
@@ -55,11 +53,20 @@ func (s *Service) Send(ctx context.Context, roomID id.RoomID, ne NewEvent) (id.E
 			continue
 		}
 		if err != nil {
+			// A repeat whose first attempt succeeded may no longer pass
+			// auth (the sender left since): the first answer still stands.
+			if ne.TxnID != "" {
+				if prev, lerr := s.lookupTxn(ctx, ne.Sender, ne.Device, roomID, ne.TxnID); lerr == nil && prev != "" {
+					return prev, nil
+				}
+			}
 			return "", err
 		}
 		return ev.EventID, nil
 	}
-	return "", httpapi.LimitExceeded(100).With("error", "room is too busy, try again")
+	busy := httpapi.LimitExceeded(100)
+	busy.Message = "room is too busy, try again"
+	return "", busy
 }
 
 var errRetry = errors.New("rooms: lost a race, retry")
