@@ -10,8 +10,8 @@ import (
 	"github.com/cirrus-matrix/cirrus/internal/testenv"
 )
 
-// do sends a raw request and decodes the JSON answer.
-func do(t *testing.T, env *testenv.Env, method, path, token, body string) (int, map[string]any, http.Header) {
+// sendRaw makes a raw request and returns the status, headers and body.
+func sendRaw(t *testing.T, env *testenv.Env, method, path, token, body string) (int, http.Header, []byte) {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -30,13 +30,21 @@ func do(t *testing.T, env *testenv.Env, method, path, token, body string) (int, 
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, raw
+}
+
+// do sends a raw request and decodes the JSON answer (which must be an
+// object whenever the server says it is JSON).
+func do(t *testing.T, env *testenv.Env, method, path, token, body string) (int, map[string]any, http.Header) {
+	t.Helper()
+	status, h, raw := sendRaw(t, env, method, path, token, body)
 	var out map[string]any
-	if len(raw) > 0 && resp.Header.Get("Content-Type") == "application/json" {
+	if len(raw) > 0 && h.Get("Content-Type") == "application/json" {
 		if err := json.Unmarshal(raw, &out); err != nil {
 			t.Fatalf("%s %s: body %q is not a JSON object: %v", method, path, raw, err)
 		}
 	}
-	return resp.StatusCode, out, resp.Header
+	return status, out, h
 }
 
 func TestBadInput(t *testing.T) {

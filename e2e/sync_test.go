@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"net/url"
 	"strings"
 	"sync"
@@ -92,29 +90,13 @@ func doSync(t *testing.T, env *testenv.Env, c *mautrix.Client, params map[string
 	return &r
 }
 
-// doRaw is do that also returns the raw body.
+// doRaw is do that also returns the raw body (and tolerates non-objects).
 func doRaw(t *testing.T, env *testenv.Env, method, path, token, body string) (int, map[string]any, []byte) {
 	t.Helper()
-	var rd io.Reader
-	if body != "" {
-		rd = strings.NewReader(body)
-	}
-	req, err := http.NewRequest(method, env.URL+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := env.HTTP.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
+	status, _, raw := sendRaw(t, env, method, path, token, body)
 	var out map[string]any
 	_ = json.Unmarshal(raw, &out)
-	return resp.StatusCode, out, raw
+	return status, out, raw
 }
 
 func msgBodies(evs []syncEvent) []string {

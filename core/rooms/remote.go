@@ -352,43 +352,6 @@ func (s *Service) groupFromState(ctx context.Context, g, parent string, st State
 	return g, ops, err
 }
 
-// fullGroupOps stores a whole state as a snapshot group. Big snapshots are
-// written at once (their chunks are immutable and harmless unused); only
-// the group item is left for the caller's transaction.
-func (s *Service) fullGroupOps(ctx context.Context, g string, full map[string]string) ([]table.Op, error) {
-	var ops []table.Op
-	sg := stateGroup{Full: true}
-	chunk := map[string]string{}
-	flush := func() {
-		d, _ := json.Marshal(chunk)
-		k := groupChunk(g, sg.Chunks)
-		ops = append(ops, table.Put(table.Item{PK: k.PK, SK: k.SK, Data: d}, table.Cond{}))
-		sg.Chunks++
-		chunk = map[string]string{}
-	}
-	keys := slices.Sorted(maps.Keys(full))
-	for _, k := range keys {
-		chunk[k] = full[k]
-		if len(chunk) >= snapshotChunk {
-			flush()
-		}
-	}
-	if len(chunk) > 0 || sg.Chunks == 0 {
-		flush()
-	}
-	if len(ops) > 4 {
-		for _, op := range ops {
-			if err := s.T.Put(ctx, op.Item, table.Cond{}); err != nil {
-				return nil, err
-			}
-		}
-		ops = nil
-	}
-	d, _ := json.Marshal(sg)
-	k := groupKey(g)
-	return append(ops, table.Put(table.Item{PK: k.PK, SK: k.SK, Data: d}, table.Cond{})), nil
-}
-
 // storedPDU is the PDU as kept: canonical JSON without unsigned (which is
 // the sender's business, not part of the signed event).
 func storedPDU(p *pdu.PDU) ([]byte, error) {

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
@@ -53,7 +55,6 @@ func (s *Service) newStateGroup(ctx context.Context, ev *Event, parent string) (
 		}
 		sg.Depth = pg.Depth + 1
 	}
-	var ops []table.Op
 	if parent == "" || sg.Depth >= snapshotEvery {
 		full := map[string]string{}
 		if parent != "" {
@@ -66,39 +67,49 @@ func (s *Service) newStateGroup(ctx context.Context, ev *Event, parent string) (
 			}
 		}
 		full[joinKey(ev.Type, *ev.StateKey)] = string(ev.EventID)
-		sg = stateGroup{Full: true}
-		chunk := map[string]string{}
-		flush := func() {
-			d, _ := json.Marshal(chunk)
-			k := groupChunk(g, sg.Chunks)
-			ops = append(ops, table.Put(table.Item{PK: k.PK, SK: k.SK, Data: d}, table.Cond{}))
-			sg.Chunks++
-			chunk = map[string]string{}
-		}
-		for k, v := range full {
-			chunk[k] = v
-			if len(chunk) >= snapshotChunk {
-				flush()
-			}
-		}
-		if len(chunk) > 0 || sg.Chunks == 0 {
-			flush()
-		}
-		if len(ops) > 20 {
-			// Huge rooms: write the immutable chunks first, outside the
-			// event's transaction (an unused chunk is harmless).
-			for _, op := range ops {
-				if err := s.T.Put(ctx, op.Item, table.Cond{}); err != nil {
-					return "", nil, err
-				}
-			}
-			ops = nil
-		}
+		ops, err := s.fullGroupOps(ctx, g, full)
+		return g, ops, err
 	}
 	d, _ := json.Marshal(sg)
 	k := groupKey(g)
-	ops = append(ops, table.Put(table.Item{PK: k.PK, SK: k.SK, Data: d}, table.Cond{}))
-	return g, ops, nil
+	return g, []table.Op{table.Put(table.Item{PK: k.PK, SK: k.SK, Data: d}, table.Cond{})}, nil
+}
+
+// fullGroupOps stores a whole state as a snapshot group. Big snapshots are
+// written at once (their chunks are immutable and harmless unused); only
+// the group item is left for the caller's transaction.
+func (s *Service) fullGroupOps(ctx context.Context, g string, full map[string]string) ([]table.Op, error) {
+	var ops []table.Op
+	sg := stateGroup{Full: true}
+	chunk := map[string]string{}
+	flush := func() {
+		d, _ := json.Marshal(chunk)
+		k := groupChunk(g, sg.Chunks)
+		ops = append(ops, table.Put(table.Item{PK: k.PK, SK: k.SK, Data: d}, table.Cond{}))
+		sg.Chunks++
+		chunk = map[string]string{}
+	}
+	keys := slices.Sorted(maps.Keys(full))
+	for _, k := range keys {
+		chunk[k] = full[k]
+		if len(chunk) >= snapshotChunk {
+			flush()
+		}
+	}
+	if len(chunk) > 0 || sg.Chunks == 0 {
+		flush()
+	}
+	if len(ops) > 4 {
+		for _, op := range ops {
+			if err := s.T.Put(ctx, op.Item, table.Cond{}); err != nil {
+				return nil, err
+			}
+		}
+		ops = nil
+	}
+	d, _ := json.Marshal(sg)
+	k := groupKey(g)
+	return append(ops, table.Put(table.Item{PK: k.PK, SK: k.SK, Data: d}, table.Cond{})), nil
 }
 
 func (s *Service) loadGroup(ctx context.Context, g string) (*stateGroup, error) {
