@@ -158,6 +158,13 @@ func (s *Server) routes() []h.Route {
 		{Method: http.MethodPut, Path: cv3 + "/presence/{userId}/status", Function: FnUserData, Auth: h.AuthRequired, Handle: s.userDataAPI.PutPresence},
 		{Method: http.MethodGet, Path: cv3 + "/presence/{userId}/status", Function: FnUserData, Auth: h.AuthRequired, Handle: s.userDataAPI.GetPresence},
 		{Method: http.MethodPut, Path: cv3 + "/sendToDevice/{eventType}/{txnId}", Function: FnUserData, Auth: h.AuthRequired, Handle: s.userDataAPI.PutSendToDevice},
+		// Push rules, pushers, notifications.
+		// One pattern per method for every /pushrules path (the spec's
+		// "/pushrules/" and "/pushrules/global/" end in a slash, which a
+		// ServeMux route cannot name without matching the whole subtree).
+		{Method: http.MethodGet, Path: cv3 + "/pushrules/{path...}", Function: FnUserData, Auth: h.AuthRequired, Handle: s.pushAPI.GetPushRules},
+		{Method: http.MethodPut, Path: cv3 + "/pushrules/{path...}", Function: FnUserData, Auth: h.AuthRequired, Handle: s.pushAPI.PutPushRule},
+		{Method: http.MethodDelete, Path: cv3 + "/pushrules/{path...}", Function: FnUserData, Auth: h.AuthRequired, Handle: s.pushAPI.DeletePushRule},
 		// (sync routes: above this line)
 
 		// End-to-end encryption keys.

@@ -68,6 +68,8 @@ type Server struct {
 	// /sync and user data (sync.go).
 	syncAPI     *clientapi.SyncAPI
 	userDataAPI *clientapi.UserDataAPI
+	// Push rules (push.go).
+	pushAPI *clientapi.PushAPI
 }
 
 // New builds the server.
@@ -103,7 +105,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		client:   &clientapi.API{Cfg: cfg.Client, Accounts: acc, RoomLeaver: rs, ProfileSync: rs},
 		rooms:    rs,
 		roomsAPI: &clientapi.RoomsAPI{ServerName: cfg.Client.ServerName, Rooms: rs},
-	}).withKeys().withMedia().withFederation().withSync(), nil
+	}).withKeys().withMedia().withFederation().withSync().withPush(), nil
 }
 
 // RouteTable returns the route table without building a server (handlers
