@@ -37,8 +37,13 @@ func register(t *testing.T, env *testenv.Env, name, password string) *mautrix.Cl
 }
 
 func forEachEngine(t *testing.T, f func(t *testing.T, env *testenv.Env)) {
+	forEachEngineWith(t, nil, f)
+}
+
+// forEachEngineWith runs f on every engine with extra settings.
+func forEachEngineWith(t *testing.T, vars map[string]string, f func(t *testing.T, env *testenv.Env)) {
 	for _, engine := range testenv.Engines {
-		t.Run(engine, func(t *testing.T) { f(t, testenv.Start(t, engine, nil)) })
+		t.Run(engine, func(t *testing.T) { f(t, testenv.Start(t, engine, vars)) })
 	}
 }
 

@@ -37,8 +37,9 @@ func (a *DiscoveryAPI) RequestOpenIDToken(r *httpapi.Request) (any, error) {
 	if id.UserID(r.PathValue("userId")) != r.Caller.UserID {
 		return nil, httpapi.Forbidden("cannot request an OpenID token for another user")
 	}
+	// The body is an empty object; some clients (mautrix-go) send none.
 	var body map[string]any
-	if err := r.DecodeJSON(&body); err != nil {
+	if err := r.DecodeOptionalJSON(&body); err != nil {
 		return nil, err
 	}
 	raw := make([]byte, 32)

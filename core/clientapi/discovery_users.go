@@ -47,6 +47,9 @@ type DiscoveryAPI struct {
 	Rooms      *rooms.Service
 	Accounts   *accounts.Service
 	Now        func() time.Time
+	// RoomsAPI serves the state and timeline reads a room initial sync is
+	// made of.
+	RoomsAPI *RoomsAPI
 }
 
 func (a *DiscoveryAPI) now() time.Time {

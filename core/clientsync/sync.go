@@ -61,6 +61,9 @@ type Service struct {
 	// the key of its stream's counter, for the Waker.
 	DeviceLists       DeviceListSource
 	DeviceListCounter table.Key
+	// Unread, if set, gives the unread counts the push rules recorded
+	// (unread.go); without it they are estimated by scanning the timeline.
+	Unread UnreadSource
 	// MaxWait caps the timeout a client asks for.
 	MaxWait time.Duration
 	Log     *slog.Logger

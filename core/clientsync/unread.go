@@ -10,8 +10,15 @@ import (
 	"github.com/cirrus-matrix/cirrus/core/rooms"
 )
 
-// Unread counts are computed on read, without push rules (those come
-// later): every message-like event from someone else after the user's read
+// UnreadSource gives the counts recorded when events were persisted (the
+// push rules' notifications, core/push): a user's notifications and
+// highlights in a room after room sequence afterSeq, at most max.
+type UnreadSource interface {
+	Counts(ctx context.Context, u id.UserID, room id.RoomID, afterSeq int64, max int) (notif, highlight int, err error)
+}
+
+// Without an UnreadSource, unread counts are computed on read, without
+// push rules: every message-like event from someone else after the user's read
 // receipt counts once, and highlights when it mentions the user (their id
 // in m.mentions, or, for events without m.mentions, their display name in
 // the body). At most maxUnreadScan events are looked at per room, so counts
@@ -50,8 +57,14 @@ func (r *run) addUnread(ctx context.Context, resp *Response, joined []id.RoomID)
 				readSeq = ev.Seq
 			}
 		}
-		u, err := r.unread(ctx, room, readSeq, rec)
-		if err != nil {
+		var u *Unread
+		if r.s.Unread != nil {
+			n, h, err := r.s.Unread.Counts(ctx, r.me(), room, readSeq, maxUnreadScan)
+			if err != nil {
+				return err
+			}
+			u = &Unread{NotificationCount: n, HighlightCount: h}
+		} else if u, err = r.unread(ctx, room, readSeq, rec); err != nil {
 			return err
 		}
 		jr.UnreadNotifications = u

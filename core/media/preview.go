@@ -19,6 +19,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/cirrus-matrix/cirrus/core/httpapi"
+	"github.com/cirrus-matrix/cirrus/core/netguard"
 	"github.com/cirrus-matrix/cirrus/core/table"
 )
 
@@ -38,16 +39,16 @@ type previewer struct {
 }
 
 func newPreviewer(allowPrivate bool) *previewer {
-	allow := PublicAddress
+	allow := netguard.PublicAddress
 	if allowPrivate {
 		allow = func(netip.Addr) bool { return true }
 	}
-	return &previewer{client: newFetchClient(allow)}
+	return &previewer{client: netguard.NewClient(allow)}
 }
 
 // SetPreviewPolicy replaces the address check of URL previews (tests).
 func (s *Service) SetPreviewPolicy(allow func(netip.Addr) bool) {
-	s.preview = &previewer{client: newFetchClient(allow)}
+	s.preview = &previewer{client: netguard.NewClient(allow)}
 }
 
 type previewItem struct {
@@ -143,7 +144,7 @@ func (s *Service) fetch(ctx context.Context, u *url.URL, accept string) (*http.R
 	req.Header.Set("Accept", accept)
 	resp, err := s.preview.client.Do(req)
 	if err != nil {
-		if dialBlocked(err) {
+		if netguard.Blocked(err) {
 			return nil, httpapi.Forbidden("URL previews may not reach this address")
 		}
 		return nil, &httpapi.Error{Status: http.StatusBadGateway, Code: "M_UNKNOWN", Message: "could not fetch the URL"}

@@ -20,6 +20,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/cirrus-matrix/cirrus/core/media/mediatest"
+	"github.com/cirrus-matrix/cirrus/core/netguard"
 	"github.com/cirrus-matrix/cirrus/infra/bolt"
 	"github.com/cirrus-matrix/cirrus/infra/localfs"
 )
@@ -270,12 +271,12 @@ func TestPublicAddress(t *testing.T) {
 		"::1", "::", "fe80::1", "fc00::1", "fd00:ec2::254", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "64:ff9b::7f00:1",
 		"2002:7f00:1::1", "2001:db8::1", "ff02::1"}
 	for _, s := range blocked {
-		if PublicAddress(netip.MustParseAddr(s)) {
+		if netguard.PublicAddress(netip.MustParseAddr(s)) {
 			t.Errorf("%s allowed", s)
 		}
 	}
 	for _, s := range []string{"8.8.8.8", "1.1.1.1", "93.184.216.34", "2606:4700:4700::1111", "2a00:1450:4001:80b::200e"} {
-		if !PublicAddress(netip.MustParseAddr(s)) {
+		if !netguard.PublicAddress(netip.MustParseAddr(s)) {
 			t.Errorf("%s refused", s)
 		}
 	}

@@ -139,6 +139,22 @@ func (s *Server) routes() []h.Route {
 		{Method: http.MethodPost, Path: cv3 + "/rooms/{roomId}/upgrade", Function: FnRooms, Auth: h.AuthRequired, Limit: LimitCreateRoom, Handle: rm.UpgradeRoom},
 		{Method: http.MethodPost, Path: cv3 + "/rooms/{roomId}/report/{eventId}", Function: FnRooms, Auth: h.AuthRequired, Handle: rm.ReportEvent},
 		{Method: http.MethodPost, Path: cv3 + "/rooms/{roomId}/report", Function: FnRooms, Auth: h.AuthRequired, Handle: rm.ReportRoom},
+		// Discovery: user directory, OpenID, hierarchy, summaries, misc.
+		{Method: http.MethodPost, Path: cv3 + "/user_directory/search", Function: FnRooms, Auth: h.AuthRequired, Handle: s.discoveryAPI.SearchUserDirectory},
+		{Method: http.MethodGet, Path: cv1 + "/rooms/{roomId}/hierarchy", Function: FnRooms, Auth: h.AuthRequired, Handle: s.discoveryAPI.Hierarchy},
+		{Method: http.MethodGet, Path: cv1 + "/room_summary/{roomIdOrAlias}", Function: FnRooms, Auth: h.AuthOptional, Handle: s.discoveryAPI.RoomSummary},
+		{Method: http.MethodGet, Path: cv3 + "/rooms/{roomId}/initialSync", Function: FnTimeline, Auth: h.AuthRequired, Handle: s.discoveryAPI.RoomInitialSync},
+		{Method: http.MethodGet, Path: cv1 + "/mutual_rooms", Function: FnRooms, Auth: h.AuthRequired, Handle: s.discoveryAPI.MutualRooms},
+		{Method: http.MethodPost, Path: cv3 + "/user/{userId}/openid/request_token", Function: FnUserData, Auth: h.AuthRequired, Handle: s.discoveryAPI.RequestOpenIDToken},
+		{Method: http.MethodGet, Path: fv1 + "/openid/userinfo", Function: FnFederation, Handle: s.discoveryAPI.OpenIDUserInfo}, // the token is the authentication
+		{Method: http.MethodGet, Path: "/.well-known/matrix/support", Function: FnDiscovery, Handle: s.discoveryAPI.WellKnownSupport},
+		{Method: http.MethodGet, Path: cv3 + "/voip/turnServer", Function: FnUserData, Auth: h.AuthRequired, Handle: s.discoveryAPI.TurnServer},
+		{Method: http.MethodGet, Path: cv3 + "/thirdparty/protocols", Function: FnDiscovery, Auth: h.AuthRequired, Handle: s.discoveryAPI.ThirdPartyProtocols},
+		{Method: http.MethodGet, Path: cv3 + "/thirdparty/protocol/{protocol}", Function: FnDiscovery, Auth: h.AuthRequired, Handle: s.discoveryAPI.ThirdPartyProtocol},
+		{Method: http.MethodGet, Path: cv3 + "/thirdparty/location/{protocol}", Function: FnDiscovery, Auth: h.AuthRequired, Handle: s.discoveryAPI.ThirdPartyProtocol},
+		{Method: http.MethodGet, Path: cv3 + "/thirdparty/user/{protocol}", Function: FnDiscovery, Auth: h.AuthRequired, Handle: s.discoveryAPI.ThirdPartyProtocol},
+		{Method: http.MethodGet, Path: cv3 + "/thirdparty/location", Function: FnDiscovery, Auth: h.AuthRequired, Handle: s.discoveryAPI.ThirdPartyLocationByAlias},
+		{Method: http.MethodGet, Path: cv3 + "/thirdparty/user", Function: FnDiscovery, Auth: h.AuthRequired, Handle: s.discoveryAPI.ThirdPartyUserByID},
 		// (more rooms routes: above this line)
 
 		// Sync, filters, account data, ephemeral events, to-device.
@@ -165,6 +181,9 @@ func (s *Server) routes() []h.Route {
 		{Method: http.MethodGet, Path: cv3 + "/pushrules/{path...}", Function: FnUserData, Auth: h.AuthRequired, Handle: s.pushAPI.GetPushRules},
 		{Method: http.MethodPut, Path: cv3 + "/pushrules/{path...}", Function: FnUserData, Auth: h.AuthRequired, Handle: s.pushAPI.PutPushRule},
 		{Method: http.MethodDelete, Path: cv3 + "/pushrules/{path...}", Function: FnUserData, Auth: h.AuthRequired, Handle: s.pushAPI.DeletePushRule},
+		{Method: http.MethodGet, Path: cv3 + "/notifications", Function: FnUserData, Auth: h.AuthRequired, Handle: s.pushAPI.GetNotifications},
+		{Method: http.MethodGet, Path: cv3 + "/pushers", Function: FnUserData, Auth: h.AuthRequired, Handle: s.pushAPI.GetPushers},
+		{Method: http.MethodPost, Path: cv3 + "/pushers/set", Function: FnUserData, Auth: h.AuthRequired, Handle: s.pushAPI.PostPushersSet},
 		// (sync routes: above this line)
 
 		// End-to-end encryption keys.

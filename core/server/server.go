@@ -39,6 +39,11 @@ type Config struct {
 	Federation federation.Config
 	// Sync is the /sync settings (sync.go).
 	Sync SyncConfig
+	// PushAllowPrivate lets push gateways be on private or loopback
+	// addresses (tests only).
+	PushAllowPrivate bool
+	// Discovery is the settings of the support, TURN and directory endpoints.
+	Discovery clientapi.DiscoveryConfig
 }
 
 // Deps are the adapters the server runs on.
@@ -70,6 +75,8 @@ type Server struct {
 	userDataAPI *clientapi.UserDataAPI
 	// Push rules (push.go).
 	pushAPI *clientapi.PushAPI
+	// User directory, OpenID, hierarchy, summaries and small discovery endpoints.
+	discoveryAPI *clientapi.DiscoveryAPI
 }
 
 // New builds the server.
@@ -98,13 +105,16 @@ func New(cfg Config, d Deps) (*Server, error) {
 		}
 		return p.Fields.String(accounts.FieldDisplayName), p.Fields.String(accounts.FieldAvatarURL)
 	}
+	roomsAPI := &clientapi.RoomsAPI{ServerName: cfg.Client.ServerName, Rooms: rs}
 	return (&Server{
 		cfg:      cfg,
 		deps:     d,
 		accounts: acc,
 		client:   &clientapi.API{Cfg: cfg.Client, Accounts: acc, RoomLeaver: rs, ProfileSync: rs},
 		rooms:    rs,
-		roomsAPI: &clientapi.RoomsAPI{ServerName: cfg.Client.ServerName, Rooms: rs},
+		roomsAPI: roomsAPI,
+		discoveryAPI: &clientapi.DiscoveryAPI{ServerName: cfg.Client.ServerName, Cfg: cfg.Discovery,
+			T: d.Table, Rooms: rs, Accounts: acc, Now: d.Now, RoomsAPI: roomsAPI},
 	}).withKeys().withMedia().withFederation().withSync().withPush(), nil
 }
 

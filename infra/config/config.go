@@ -163,6 +163,9 @@ func Load(get Getenv) (*Config, error) {
 			server.LimitPreview:    {PerSecond: 0.5, Burst: 10},
 		}
 	}
+	if c.Server.PushAllowPrivate, err = boolVar(get, "CIRRUS_PUSH_ALLOW_PRIVATE", false); err != nil {
+		return nil, err
+	}
 	if err := loadMedia(get, &c.Server.Media); err != nil {
 		return nil, err
 	}
@@ -170,6 +173,9 @@ func Load(get Getenv) (*Config, error) {
 		return nil, err
 	}
 	if err := loadSync(get, c); err != nil {
+		return nil, err
+	}
+	if err := loadDiscovery(get, c); err != nil {
 		return nil, err
 	}
 	return c, nil

@@ -1,4 +1,7 @@
-package media
+// Package netguard keeps the server's outbound HTTP requests made on a
+// user's behalf (URL previews, push gateways) away from internal networks:
+// every address is checked at dial time, after DNS and after redirects.
+package netguard
 
 import (
 	"errors"
@@ -10,9 +13,9 @@ import (
 	"time"
 )
 
-// ErrBlockedAddress is returned when a URL preview would connect to an
+// ErrBlockedAddress is returned when a request would connect to an
 // address the guard refuses.
-var ErrBlockedAddress = errors.New("media: address not allowed for URL previews")
+var ErrBlockedAddress = errors.New("netguard: address not allowed")
 
 // blockedPrefixes are ranges outside the public internet that the
 // standard library's predicates do not already cover.
@@ -42,8 +45,8 @@ var blockedPrefixes = func() []netip.Prefix {
 	return out
 }()
 
-// PublicAddress reports whether ip is a public unicast address a URL
-// preview may connect to: not loopback, private, link-local, multicast,
+// PublicAddress reports whether ip is a public unicast address the server
+// may connect to on a user's behalf: not loopback, private, link-local, multicast,
 // unspecified, cloud metadata or otherwise reserved.
 func PublicAddress(ip netip.Addr) bool {
 	ip = ip.Unmap()
@@ -83,13 +86,14 @@ func guardedDialer(allow func(netip.Addr) bool) *net.Dialer {
 	}
 }
 
-// maxRedirects is how many redirects a preview fetch follows.
+// maxRedirects is how many redirects a guarded client follows.
 const maxRedirects = 5
 
-// newFetchClient is the HTTP client for URL previews: guarded dials, no
+// NewClient is an HTTP client with guarded dials (allow decides which
+// addresses; PublicAddress normally), no
 // proxy from the environment (it would bypass the guard), http and https
 // only, a few redirects, bounded time.
-func newFetchClient(allow func(netip.Addr) bool) *http.Client {
+func NewClient(allow func(netip.Addr) bool) *http.Client {
 	d := guardedDialer(allow)
 	tr := &http.Transport{
 		Proxy:                  nil,
@@ -115,5 +119,5 @@ func newFetchClient(allow func(netip.Addr) bool) *http.Client {
 	}
 }
 
-// dialBlocked reports whether err comes from the guard.
-func dialBlocked(err error) bool { return errors.Is(err, ErrBlockedAddress) }
+// Blocked reports whether err comes from the guard.
+func Blocked(err error) bool { return errors.Is(err, ErrBlockedAddress) }
