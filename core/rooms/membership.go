@@ -11,9 +11,9 @@ import (
 	"github.com/cirrus-matrix/cirrus/core/table"
 )
 
-// errRemote is the answer where federation would be needed: the server does
-// not federate yet, and says so rather than pretending.
-var errRemote = httpapi.Forbidden("this server cannot reach other servers yet (federation is not implemented)")
+// errRemote is the answer where federation would be needed but the engine
+// has no federation (Service.Remote is nil).
+var errRemote = httpapi.Forbidden("this server has no federation configured, so it cannot reach other servers")
 
 func (s *Service) profileContent(ctx context.Context, u id.UserID, membership string) map[string]any {
 	c := map[string]any{"membership": membership}
@@ -84,7 +84,7 @@ func (s *Service) JoinVia(ctx context.Context, r id.RoomID, u id.UserID, reason 
 	}
 	if _, err := s.getHead(ctx, r); err != nil {
 		if errors.Is(err, ErrNoRoom) {
-			return "", httpapi.NotFound("unknown room %s (joining rooms on other servers needs federation, not implemented yet)", r)
+			return "", httpapi.NotFound("unknown room %s", r)
 		}
 		return "", err
 	}
