@@ -395,3 +395,34 @@ func TestPushGatewayDelivery(t *testing.T) {
 		}
 	})
 }
+
+// TestInitialSyncHasDefaultPushRules: a user who never changed a rule still
+// gets m.push_rules (the server defaults) in an initial /sync, as clients
+// read their notification settings from there.
+func TestInitialSyncHasDefaultPushRules(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, env *testenv.Env) {
+		alice := register(t, env, "alice", "pw")
+		st, body, _ := do(t, env, "GET", "/_matrix/client/v3/sync?timeout=0", alice.AccessToken, "")
+		if st != 200 {
+			t.Fatalf("sync: %d %v", st, body)
+		}
+		ad, _ := body["account_data"].(map[string]any)
+		events, _ := ad["events"].([]any)
+		for _, e := range events {
+			ev, _ := e.(map[string]any)
+			if ev["type"] != "m.push_rules" {
+				continue
+			}
+			c, _ := ev["content"].(map[string]any)
+			g, _ := c["global"].(map[string]any)
+			over, _ := g["override"].([]any)
+			for _, r := range over {
+				if rm, _ := r.(map[string]any); rm["rule_id"] == ".m.rule.master" {
+					return
+				}
+			}
+			t.Fatalf("m.push_rules without .m.rule.master: %v", c)
+		}
+		t.Fatalf("initial sync has no m.push_rules: %v", ad)
+	})
+}

@@ -123,6 +123,19 @@ func (r *run) build(ctx context.Context) (*Response, bool, error) {
 		if ads, err = r.s.UserData.All(ctx, r.me()); err != nil {
 			return nil, false, err
 		}
+		if r.s.DefaultAccountData != nil {
+			have := map[string]bool{}
+			for _, ad := range ads {
+				if ad.RoomID == "" {
+					have[ad.Type] = true
+				}
+			}
+			for _, d := range r.s.DefaultAccountData(r.me()) {
+				if !have[d.Type] {
+					ads = append(ads, d)
+				}
+			}
+		}
 	} else if len(w.ad) > 0 {
 		if ads, err = r.s.UserData.GetMany(ctx, r.me(), w.ad); err != nil {
 			return nil, false, err

@@ -64,6 +64,10 @@ type Service struct {
 	// Unread, if set, gives the unread counts the push rules recorded
 	// (unread.go); without it they are estimated by scanning the timeline.
 	Unread UnreadSource
+	// DefaultAccountData, if set, gives global account data a user has by
+	// default (the server's push rules): an initial sync includes it for
+	// every type the user has not stored yet.
+	DefaultAccountData func(u id.UserID) []userdata.AccountData
 	// MaxWait caps the timeout a client asks for.
 	MaxWait time.Duration
 	Log     *slog.Logger

@@ -92,6 +92,12 @@ type content struct {
 	Global Ruleset `json:"global"`
 }
 
+// DefaultContent is the m.push_rules content of a user who has changed
+// nothing: the server-default rules.
+func DefaultContent(u id.UserID) (json.RawMessage, error) {
+	return json.Marshal(content{Global: Defaults(u)})
+}
+
 // Merge builds the effective ruleset from what is stored (nil: nothing):
 // the current server-default rules, with the enabled flag and actions the
 // user gave them, and the user's own rules in their stored order. User

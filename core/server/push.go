@@ -11,6 +11,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/core/push"
 	"github.com/cirrus-matrix/cirrus/core/rooms"
 	"github.com/cirrus-matrix/cirrus/core/table"
+	"github.com/cirrus-matrix/cirrus/core/userdata"
 )
 
 // withPush adds push rules, notifications and the unread counts /sync
@@ -43,6 +44,15 @@ func (s *Server) withPush() *Server {
 		}
 	}
 	s.syncAPI.Service.Unread = unreadCounts{s.deps.Table}
+	// Clients learn the push rules from /sync: send the server's defaults
+	// until the user has changed a rule (and so stored the ruleset).
+	s.syncAPI.Service.DefaultAccountData = func(u id.UserID) []userdata.AccountData {
+		c, err := push.DefaultContent(u)
+		if err != nil {
+			return nil
+		}
+		return []userdata.AccountData{{AccountDataRef: userdata.AccountDataRef{Type: userdata.TypePushRules}, Content: c}}
+	}
 	s.pushAPI = &clientapi.PushAPI{Rules: rules, Pushers: pushers, T: s.deps.Table, Rooms: s.rooms, Ephemeral: s.userDataAPI.Ephemeral}
 	return s
 }
