@@ -53,6 +53,9 @@ type Service struct {
 	Remote Remote
 
 	groups sync.Map // state group id → *stateGroup (immutable, so cached forever)
+	// resolved caches each group's whole state (group id → map, shared,
+	// never modified).
+	resolved sync.Map
 }
 
 // New builds the engine.

@@ -32,8 +32,6 @@ type stateGroup struct {
 	Full  bool              `json:"full,omitempty"`
 	// Chunks is the number of snapshot items of a full group.
 	Chunks int `json:"chunks,omitempty"`
-	// resolved is the whole state, filled in memory.
-	resolved map[string]string
 }
 
 func groupKey(g string) table.Key { return table.Key{PK: "sg#" + g, SK: "group"} }
@@ -138,8 +136,8 @@ func (s *Service) groupState(ctx context.Context, g string) (map[string]string, 
 	if err != nil {
 		return nil, err
 	}
-	if sg.resolved != nil {
-		return sg.resolved, nil
+	if st, ok := s.resolved.Load(g); ok {
+		return st.(map[string]string), nil
 	}
 	var st map[string]string
 	if sg.Full {
@@ -177,7 +175,11 @@ func (s *Service) groupState(ctx context.Context, g string) (map[string]string, 
 			st[k] = v
 		}
 	}
-	sg.resolved = st
+	// Groups never change, so whichever goroutine resolves one first
+	// publishes it; later ones share that map.
+	if prev, loaded := s.resolved.LoadOrStore(g, st); loaded {
+		st = prev.(map[string]string)
+	}
 	return st, nil
 }
 
