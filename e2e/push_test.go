@@ -318,17 +318,20 @@ func TestPushers(t *testing.T) {
 	})
 }
 
-// TestPushGatewayRefusesInternalHosts: by default a pusher URL on loopback
-// is never contacted (users must not reach internal hosts through us).
-func TestPushGatewayRefusesInternalHosts(t *testing.T) {
-	env := testenv.Start(t, "embedded", nil)
+// pushSetup starts a local push gateway, gives alice a pusher pointing at
+// it, and has bob send alice a message in a shared room. It returns what the
+// gateway receives, the sent event and the sender.
+func pushSetup(t *testing.T, env *testenv.Env) (<-chan map[string]any, id.EventID, id.UserID) {
+	t.Helper()
 	ctx := context.Background()
-	hit := make(chan struct{}, 10)
+	got := make(chan map[string]any, 10)
 	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hit <- struct{}{}
+		var b map[string]any
+		_ = json.NewDecoder(r.Body).Decode(&b)
+		got <- b
 		_, _ = w.Write([]byte(`{"rejected":[]}`))
 	}))
-	defer gw.Close()
+	t.Cleanup(gw.Close)
 	alice := register(t, env, "alice", "pw")
 	bob := register(t, env, "bob", "pw")
 	st, body := doJSON(t, env, "POST", "/_matrix/client/v3/pushers/set", alice.AccessToken, map[string]any{
@@ -344,11 +347,19 @@ func TestPushGatewayRefusesInternalHosts(t *testing.T) {
 	if _, err := alice.JoinRoomByID(ctx, cr.RoomID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bob.SendText(ctx, cr.RoomID, "hello alice"); err != nil {
+	sent, err := bob.SendMessageEvent(ctx, cr.RoomID, event.EventMessage, map[string]any{"msgtype": "m.text", "body": "ping"})
+	if err != nil {
 		t.Fatal(err)
 	}
+	return got, sent.EventID, bob.UserID
+}
+
+// TestPushGatewayRefusesInternalHosts: by default a pusher URL on loopback
+// is never contacted (users must not reach internal hosts through us).
+func TestPushGatewayRefusesInternalHosts(t *testing.T) {
+	got, _, _ := pushSetup(t, testenv.Start(t, "embedded", nil))
 	select {
-	case <-hit:
+	case <-got:
 		t.Fatal("the server contacted a push gateway on loopback")
 	case <-time.After(1500 * time.Millisecond):
 	}
@@ -356,38 +367,11 @@ func TestPushGatewayRefusesInternalHosts(t *testing.T) {
 
 func TestPushGatewayDelivery(t *testing.T) {
 	forEachEngineWith(t, map[string]string{"CIRRUS_PUSH_ALLOW_PRIVATE": "true"}, func(t *testing.T, env *testenv.Env) {
-		ctx := context.Background()
-		got := make(chan map[string]any, 10)
-		gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			var b map[string]any
-			_ = json.NewDecoder(r.Body).Decode(&b)
-			got <- b
-			_, _ = w.Write([]byte(`{"rejected":[]}`))
-		}))
-		defer gw.Close()
-		alice := register(t, env, "alice", "pw")
-		bob := register(t, env, "bob", "pw")
-		st, body := doJSON(t, env, "POST", "/_matrix/client/v3/pushers/set", alice.AccessToken, map[string]any{
-			"kind": "http", "app_id": "com.example", "pushkey": "k", "app_display_name": "A", "device_display_name": "D", "lang": "en",
-			"data": map[string]any{"url": gw.URL + "/_matrix/push/v1/notify"}})
-		if st != 200 {
-			t.Fatalf("set pusher: %d %v", st, body)
-		}
-		cr, err := bob.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := alice.JoinRoomByID(ctx, cr.RoomID); err != nil {
-			t.Fatal(err)
-		}
-		sent, err := bob.SendMessageEvent(ctx, cr.RoomID, event.EventMessage, map[string]any{"msgtype": "m.text", "body": "ping"})
-		if err != nil {
-			t.Fatal(err)
-		}
+		got, sent, sender := pushSetup(t, env)
 		select {
 		case b := <-got:
 			n := b["notification"].(map[string]any)
-			if n["event_id"] != string(sent.EventID) || n["sender"] != string(bob.UserID) {
+			if n["event_id"] != string(sent) || n["sender"] != string(sender) {
 				t.Fatalf("pushed %v", n)
 			}
 		case <-time.After(10 * time.Second):

@@ -108,18 +108,24 @@ func adRoom(r *httpapi.Request) (id.RoomID, error) {
 	return roomIDParam(r)
 }
 
-// PutAccountData serves PUT /user/{userId}/account_data/{type} and
-// /user/{userId}/rooms/{roomId}/account_data/{type}.
-func (a *UserDataAPI) PutAccountData(r *httpapi.Request) (any, error) {
-	u, err := selfParam(r, "add account data")
+// adParams reads the owner, optional room and type of an account data path.
+func adParams(r *httpapi.Request, what string) (id.UserID, id.RoomID, string, error) {
+	u, err := selfParam(r, what)
 	if err != nil {
-		return nil, err
+		return "", "", "", err
 	}
 	room, err := adRoom(r)
 	if err != nil {
-		return nil, err
+		return "", "", "", err
 	}
 	typ, err := adType(r)
+	return u, room, typ, err
+}
+
+// PutAccountData serves PUT /user/{userId}/account_data/{type} and
+// /user/{userId}/rooms/{roomId}/account_data/{type}.
+func (a *UserDataAPI) PutAccountData(r *httpapi.Request) (any, error) {
+	u, room, typ, err := adParams(r, "add account data")
 	if err != nil {
 		return nil, err
 	}
@@ -198,15 +204,7 @@ func checkTag(name string, info json.RawMessage) error {
 // GetAccountData serves GET /user/{userId}/account_data/{type} and the
 // room variant.
 func (a *UserDataAPI) GetAccountData(r *httpapi.Request) (any, error) {
-	u, err := selfParam(r, "read account data")
-	if err != nil {
-		return nil, err
-	}
-	room, err := adRoom(r)
-	if err != nil {
-		return nil, err
-	}
-	typ, err := adType(r)
+	u, room, typ, err := adParams(r, "read account data")
 	if err != nil {
 		return nil, err
 	}

@@ -227,26 +227,42 @@ func (s *Service) Knock(ctx context.Context, r id.RoomID, u id.UserID, reason st
 	return err
 }
 
-// Forget hides a room the user has left from their account.
+// membershipItem is the per-user membership index item. Its Version is the
+// stream position of the membership event, so a read-modify-write of the
+// record (Forget) can be conditioned on no membership change in between.
+func membershipItem(u id.UserID, m MembershipRecord) table.Item {
+	k := membershipKey(u, m.RoomID)
+	d, _ := json.Marshal(m)
+	return table.Item{PK: k.PK, SK: k.SK, Data: d, Num: m.Pos, Version: m.Pos}
+}
+
+// Forget hides a room the user has left from their account. It is
+// conditioned on the record not changing meanwhile: a rejoin racing the
+// forget must not be overwritten by the old "leave" record.
 func (s *Service) Forget(ctx context.Context, r id.RoomID, u id.UserID) error {
-	k := membershipKey(u, r)
-	it, err := s.T.Get(ctx, k)
-	if errors.Is(err, table.ErrNotFound) {
-		return httpapi.NotFound("you have never been in this room")
+	for range maxAttempts {
+		it, err := s.T.Get(ctx, membershipKey(u, r))
+		if errors.Is(err, table.ErrNotFound) {
+			return httpapi.NotFound("you have never been in this room")
+		}
+		if err != nil {
+			return err
+		}
+		var m MembershipRecord
+		if err := json.Unmarshal(it.Data, &m); err != nil {
+			return err
+		}
+		if m.Membership == "join" || m.Membership == "invite" || m.Membership == "knock" {
+			return &httpapi.Error{Status: 400, Code: "M_UNKNOWN", Message: "leave the room before forgetting it"}
+		}
+		m.Forgotten = true
+		it.Data, _ = json.Marshal(m)
+		err = s.T.Put(ctx, it, table.IfVersion(it.Version))
+		if !errors.Is(err, table.ErrConditionFailed) {
+			return err
+		}
 	}
-	if err != nil {
-		return err
-	}
-	var m MembershipRecord
-	if err := json.Unmarshal(it.Data, &m); err != nil {
-		return err
-	}
-	if m.Membership == "join" || m.Membership == "invite" || m.Membership == "knock" {
-		return &httpapi.Error{Status: 400, Code: "M_UNKNOWN", Message: "leave the room before forgetting it"}
-	}
-	m.Forgotten = true
-	it.Data, _ = json.Marshal(m)
-	return s.T.Put(ctx, it, table.Cond{})
+	return httpapi.LimitExceeded(100)
 }
 
 // LeaveAllRooms leaves every room the user is joined to, invited to or

@@ -300,9 +300,7 @@ func (s *Service) commitOps(ctx context.Context, ev *Event, h *head, isCreate bo
 		k := stateKey(ev.RoomID, ev.Type, *ev.StateKey)
 		extra = append(extra, table.Put(table.Item{PK: k.PK, SK: k.SK, Data: sd}, table.Cond{}))
 		if ev.Type == "m.room.member" && s.isLocal(id.UserID(*ev.StateKey)) {
-			md, _ := json.Marshal(MembershipRecord{RoomID: ev.RoomID, Membership: ev.Membership(), EventID: ev.EventID, Pos: ev.Pos})
-			mk := membershipKey(id.UserID(*ev.StateKey), ev.RoomID)
-			extra = append(extra, table.Put(table.Item{PK: mk.PK, SK: mk.SK, Data: md, Num: ev.Pos}, table.Cond{}))
+			extra = append(extra, table.Put(membershipItem(id.UserID(*ev.StateKey), MembershipRecord{RoomID: ev.RoomID, Membership: ev.Membership(), EventID: ev.EventID, Pos: ev.Pos}), table.Cond{}))
 		}
 	}
 	evData, _ := json.Marshal(ev)

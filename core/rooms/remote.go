@@ -703,9 +703,7 @@ func (s *Service) currentStateDiff(ctx context.Context, ev *Event, old string, w
 		sk := stateKey(ev.RoomID, k.Type, k.StateKey)
 		ops = append(ops, table.Put(table.Item{PK: sk.PK, SK: sk.SK, Data: d}, table.Cond{}))
 		if k.Type == "m.room.member" && s.isLocal(id.UserID(k.StateKey)) {
-			md, _ := json.Marshal(MembershipRecord{RoomID: ev.RoomID, Membership: se.Membership(), EventID: se.EventID, Pos: ev.Pos})
-			mk := membershipKey(id.UserID(k.StateKey), ev.RoomID)
-			ops = append(ops, table.Put(table.Item{PK: mk.PK, SK: mk.SK, Data: md, Num: ev.Pos}, table.Cond{}))
+			ops = append(ops, table.Put(membershipItem(id.UserID(k.StateKey), MembershipRecord{RoomID: ev.RoomID, Membership: se.Membership(), EventID: se.EventID, Pos: ev.Pos}), table.Cond{}))
 		}
 	}
 	for k := range oldState {
@@ -903,12 +901,10 @@ func (s *Service) StoreStrayMembership(ctx context.Context, r id.RoomID, rv id.R
 		ev.Pos = pos
 		d, _ := json.Marshal(ev)
 		ek := eventKey(eventID)
-		md, _ := json.Marshal(MembershipRecord{RoomID: r, Membership: ev.Membership(), EventID: eventID, Pos: pos})
-		mk := membershipKey(id.UserID(*ev.StateKey), r)
 		entry, _ := json.Marshal(StreamEntry{RoomID: r, EventID: eventID, Type: ev.Type, StateKey: ev.StateKey, Sender: ev.Sender})
 		err = s.T.Transact(ctx, []table.Op{
 			table.Put(table.Item{PK: ek.PK, SK: ek.SK, Data: d, Version: 1}, table.IfNotExists()),
-			table.Put(table.Item{PK: mk.PK, SK: mk.SK, Data: md, Num: pos}, table.Cond{}),
+			table.Put(membershipItem(id.UserID(*ev.StateKey), MembershipRecord{RoomID: r, Membership: ev.Membership(), EventID: eventID, Pos: pos}), table.Cond{}),
 			s.Events.ClaimOp(pos, entry),
 		})
 		if err == nil {
