@@ -58,6 +58,7 @@ func (s *Service) Send(r *httpapi.Request) (any, error) {
 		return nil, err
 	}
 	results := s.ProcessPDUs(ctx, r.Origin, body.PDUs)
+	s.processEDUs(ctx, r.Origin, body.EDUs)
 	resp, _ := json.Marshal(map[string]any{"pdus": results})
 	if err := s.T.Put(ctx, table.Item{PK: k.PK, SK: k.SK, Data: resp, TTL: s.now().Add(txnTTL).Unix()}, table.Cond{}); err != nil {
 		return nil, err

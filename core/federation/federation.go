@@ -47,6 +47,8 @@ type Service struct {
 	// user does not exist), for /query/profile.
 	Profile func(ctx context.Context, u id.UserID) (map[string]any, error)
 	Cfg     Config
+
+	edus eduHandlers
 }
 
 // MaxSendBody bounds a /send request: 50 PDUs and 100 EDUs of 64 KiB.
