@@ -36,6 +36,8 @@ import (
 
 type options struct {
 	load       loadConfig
+	fed        fedConfig
+	skipFed    bool
 	runs       int
 	coldRuns   int
 	out        string
@@ -53,6 +55,9 @@ func main() {
 	flag.IntVar(&o.load.Messages, "messages", 2000, "messages sent per run")
 	flag.IntVar(&o.load.Senders, "senders", 8, "concurrent senders")
 	flag.IntVar(&o.load.Pages, "pages", 20, "/messages pages of 100 timed after each run")
+	flag.IntVar(&o.fed.Messages, "fed-messages", 200, "federation path: messages sent one at a time from server A to a user on server B")
+	flag.IntVar(&o.fed.CatchUp, "fed-catch-up", 100, "federation path: messages sent while B is down")
+	flag.BoolVar(&o.skipFed, "skip-federation", false, "skip the federation path (two all-in-one processes)")
 	flag.IntVar(&o.runs, "runs", 3, "message-path runs (medians are reported)")
 	flag.IntVar(&o.coldRuns, "cold-runs", 7, "cold starts per function (median reported)")
 	flag.StringVar(&o.out, "out", "bench/results/latest.json", "JSON results file ('' for none)")
@@ -149,6 +154,21 @@ func run(o options) error {
 	if len(res.Runs) > 0 {
 		res.Message = summarizeRuns(res.Runs)
 	}
+	for i := range o.runs {
+		if o.skipFed {
+			res.Notes = append(res.Notes, "federation path skipped (-skip-federation)")
+			break
+		}
+		logf("federation path, run %d of %d: %d messages A → B, then %d while B is down", i+1, o.runs, o.fed.Messages, o.fed.CatchUp)
+		r, err := runFederationPath(ctx, filepath.Join(binDir, "homeserver"), work, o.fed, i)
+		if err != nil {
+			return fmt.Errorf("federation path run %d: %w", i+1, err)
+		}
+		logf("  delivery p50 %.2f ms, catch-up %.2f s", r.Delivery.Latency.P50, r.CatchUpSeconds)
+		res.FedRuns = append(res.FedRuns, r)
+	}
+	res.Federation = summarizeFederation(res.FedRuns)
+	res.FedLoad = o.fed
 
 	var aws *awsEnv
 	if o.skipAWS {

@@ -16,18 +16,21 @@ import (
 
 // results is everything one `make bench` measured (the JSON file).
 type results struct {
-	Started   string           `json:"started"`
-	Finished  string           `json:"finished"`
-	Command   string           `json:"command"`
-	Machine   machine          `json:"machine"`
-	Load      loadConfig       `json:"load"`
-	Runs      []*messageRun    `json:"message_runs"`
-	Message   messageSummary   `json:"message_median"`
-	Functions []functionResult `json:"functions,omitempty"`
-	AWS       *awsResult       `json:"aws,omitempty"`
-	Cost      []CostReport     `json:"cost,omitempty"`
-	Targets   []targetRow      `json:"targets"`
-	Notes     []string         `json:"notes,omitempty"`
+	Started    string           `json:"started"`
+	Finished   string           `json:"finished"`
+	Command    string           `json:"command"`
+	Machine    machine          `json:"machine"`
+	Load       loadConfig       `json:"load"`
+	Runs       []*messageRun    `json:"message_runs"`
+	Message    messageSummary   `json:"message_median"`
+	FedLoad    fedConfig        `json:"federation_load"`
+	FedRuns    []*fedRun        `json:"federation_runs,omitempty"`
+	Federation *fedSummary      `json:"federation_median,omitempty"`
+	Functions  []functionResult `json:"functions,omitempty"`
+	AWS        *awsResult       `json:"aws,omitempty"`
+	Cost       []CostReport     `json:"cost,omitempty"`
+	Targets    []targetRow      `json:"targets"`
+	Notes      []string         `json:"notes,omitempty"`
 }
 
 type machine struct {
@@ -332,6 +335,17 @@ func printReport(w io.Writer, r *results) {
 	row := func(cols ...string) { fmt.Fprintln(tw, strings.Join(cols, "\t")) }
 	if r.Message.Runs > 0 {
 		printMessage(row, r.Message)
+	}
+	if f := r.Federation; f != nil {
+		row("FEDERATION (two all-in-one processes, HTTPS on loopback)", "", "")
+		row(fmt.Sprintf("  delivery A → B (send returns → /sync on B), %d messages one at a time, p50 / p95 / p99", r.FedLoad.Messages), fmt.Sprintf("%.2f / %.2f / %.2f ms", f.Delivery.P50, f.Delivery.P95, f.Delivery.P99), fmt.Sprintf("exactly once: %v", f.ExactlyOnce))
+		row(fmt.Sprintf("  catch-up: B restarted after %d messages sent while it was down", r.FedLoad.CatchUp), fmt.Sprintf("%.2f s", f.CatchUpSeconds), "B up → all delivered to bob's /sync")
+		for _, fr := range r.FedRuns {
+			if fr.Error != "" {
+				row("  error: "+fr.Error, "", "")
+			}
+		}
+		row("", "", "")
 	}
 	if len(r.Functions) > 0 {
 		row("FUNCTIONS (host build, stripped)", "size", "cold start median: exec → first response (→ ready for events); runs")

@@ -91,6 +91,7 @@ type observer struct {
 	done   chan struct{}
 
 	mu      sync.Mutex
+	since   string // the last next_batch
 	first   map[string]time.Time
 	count   map[string]int
 	limited int
@@ -105,11 +106,36 @@ func startObserver(ctx context.Context, c *client, token string) (*observer, err
 	if first.NextBatch == "" {
 		return nil, fmt.Errorf("initial /sync: no next_batch")
 	}
+	return resumeObserver(ctx, c, token, first.NextBatch)
+}
+
+// resumeObserver starts an observer that long-polls from since.
+func resumeObserver(ctx context.Context, c *client, token, since string) (*observer, error) {
 	octx, cancel := context.WithCancel(ctx)
-	o := &observer{c: c, token: token, cancel: cancel, done: make(chan struct{}),
+	o := &observer{c: c, token: token, cancel: cancel, done: make(chan struct{}), since: since,
 		first: map[string]time.Time{}, count: map[string]int{}}
-	go o.loop(octx, first.NextBatch)
+	go o.loop(octx, since)
 	return o, nil
+}
+
+// lastBatch is the since token the observer would poll with next.
+func (o *observer) lastBatch() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.since
+}
+
+// lastSeen is when the observer first saw its most recently arrived event.
+func (o *observer) lastSeen() time.Time {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var last time.Time
+	for _, t := range o.first {
+		if t.After(last) {
+			last = t
+		}
+	}
+	return last
 }
 
 // maxPolls bounds the observer's loop (a load of M messages needs at most M
@@ -146,10 +172,10 @@ func (o *observer) loop(ctx context.Context, since string) {
 				o.count[ev.EventID]++
 			}
 		}
-		o.mu.Unlock()
 		if r.NextBatch != "" {
-			since = r.NextBatch
+			since, o.since = r.NextBatch, r.NextBatch
 		}
+		o.mu.Unlock()
 	}
 }
 
