@@ -142,18 +142,21 @@ type counts struct {
 	ok     bool // the table is the DynamoDB adapter (its counters exist)
 }
 
-func (e *awsEnv) snapshot() counts {
+func (e *awsEnv) snapshot() counts { return snapshotOf(e.app) }
+
+// snapshotOf reads the counters of one app's AWS adapters.
+func snapshotOf(a *app.App) counts {
 	var c counts
-	if t, ok := e.app.Table.(interface{ Stats() dynamo.Stats }); ok {
+	if t, ok := a.Table.(interface{ Stats() dynamo.Stats }); ok {
 		c.dynamo, c.ok = t.Stats(), true
 	}
-	names := make([]string, 0, len(e.app.Queues))
-	for n := range e.app.Queues {
+	names := make([]string, 0, len(a.Queues))
+	for n := range a.Queues {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		if q, ok := e.app.Queues[n].(interface{ Stats() sqsqueue.Stats }); ok {
+		if q, ok := a.Queues[n].(interface{ Stats() sqsqueue.Stats }); ok {
 			s := q.Stats()
 			c.sqs.SendMessageBatch += s.SendMessageBatch
 			c.sqs.ReceiveMessage += s.ReceiveMessage
@@ -161,7 +164,7 @@ func (e *awsEnv) snapshot() counts {
 			c.sqs.ChangeMessageVisibility += s.ChangeMessageVisibility
 		}
 	}
-	if b, ok := e.app.Blobs.(interface{ Stats() s3store.Stats }); ok {
+	if b, ok := a.Blobs.(interface{ Stats() s3store.Stats }); ok {
 		c.s3 = b.Stats()
 	}
 	return c

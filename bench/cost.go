@@ -47,10 +47,14 @@ type ModelParams struct {
 	// DynamoRTTMS is the time one DynamoDB call adds to a Lambda's billed
 	// duration in AWS (the stand-ins answer faster than the real service).
 	DynamoRTTMS float64 `json:"dynamodb_round_trip_ms"`
+	// RemoteShare is the share of the workload's messages that remote
+	// users send (they reach us as inbound transactions); every local
+	// message goes to every remote server (an upper bound).
+	RemoteShare float64 `json:"remote_message_share"`
 }
 
 // DefaultParams are the assumptions in force.
-var DefaultParams = ModelParams{DaysPerMonth: 30, LambdaMemoryMB: 128, SyncCapSeconds: 28, DynamoRTTMS: 5}
+var DefaultParams = ModelParams{DaysPerMonth: 30, LambdaMemoryMB: 128, SyncCapSeconds: 28, DynamoRTTMS: 5, RemoteShare: 0.25}
 
 // Workload is a community to price.
 type Workload struct {
@@ -90,9 +94,14 @@ type CostInputs struct {
 	Download *OpCounts `json:"media_download"`
 	Receipt  *OpCounts `json:"receipt"`
 	Typing   *OpCounts `json:"typing"`
-	// Federation is true once the server federates (the harness does not
-	// run a second server yet, so it is never measured).
-	Federation bool `json:"federation_implemented"`
+	// FedOut is a message send in a room with one remote server plus its
+	// delivery there (queue and sender included); FedIn is one inbound
+	// transaction carrying one PDU.
+	FedOut *OpCounts `json:"federation_out"`
+	FedIn  *OpCounts `json:"federation_in"`
+	// LocalSend is a send in a room without remote servers (FedOut minus
+	// it is what delivering to one server adds).
+	LocalSend *OpCounts `json:"local_send"`
 	// QueueWorkers are the functions fed by SQS event source mappings.
 	QueueWorkers []string `json:"queue_workers"`
 }
@@ -231,14 +240,35 @@ func Cost(w Workload, in CostInputs, p Prices, m ModelParams) CostReport {
 		add(CostLine{Item: "SQS pollers of " + q + " (event source mapping)", Status: StatusNotMeasured,
 			Basis: "Lambda's pollers long-poll the queue continuously (billed as SQS requests); the rate is AWS's and not published"})
 	}
-	// What the server cannot do yet, or the harness does not measure yet:
-	// listed, never invented.
+	// Federation: each local message goes to every remote server (one
+	// FederationSender invocation and transaction each: an upper bound, a
+	// busy room batches), and remote users' messages arrive as inbound
+	// transactions (one FederationSend invocation and HTTP API request each).
 	if w.RemoteServers > 0 {
-		basis := "federation is not implemented"
-		if in.Federation {
-			basis = "the harness does not run a second server yet"
+		if in.FedOut != nil && in.LocalSend != nil && in.FedIn != nil {
+			local := sends * (1 - m.RemoteShare)
+			deliveries := local * float64(w.RemoteServers)
+			extra := OpCounts{Calls: max(0, in.FedOut.Calls-in.LocalSend.Calls), RRU: max(0, in.FedOut.RRU-in.LocalSend.RRU),
+				WRU: max(0, in.FedOut.WRU-in.LocalSend.WRU), SQS: in.FedOut.SQS, WallMS: max(0, in.FedOut.WallMS-in.LocalSend.WallMS)}
+			add(CostLine{Item: "federation out (FederationSender)", Status: StatusMeasured,
+				GBSeconds: deliveries * m.billedSeconds(&extra) * m.gb(), RRU: deliveries * extra.RRU, WRU: deliveries * extra.WRU, SQS: deliveries * extra.SQS,
+				Basis: fmt.Sprintf("local messages (%.0f%% of all) × %d remote servers, one transaction each; per delivery: what a send with one remote server costs beyond a local one, measured (SQS-triggered: Lambda requests priced below)", 100*(1-m.RemoteShare), w.RemoteServers)})
+			// The worker's invocations: SQS-triggered, so no HTTP API request.
+			wl := CostLine{Item: "federation out: worker invocations", Status: StatusModel, Requests: deliveries,
+				Basis: "one FederationSender invocation per delivery (batching makes it fewer)"}
+			p.price(&wl)
+			wl.Total -= wl.HTTPAPI
+			wl.HTTPAPI = 0
+			r.Lines = append(r.Lines, wl)
+			r.Total += wl.Total
+			remote := sends * m.RemoteShare
+			add(CostLine{Item: "federation in (FederationSend)", Status: StatusMeasured, Requests: remote,
+				GBSeconds: remote * m.billedSeconds(in.FedIn) * m.gb(), RRU: remote * in.FedIn.RRU, WRU: remote * in.FedIn.WRU, SQS: remote * in.FedIn.SQS,
+				Basis: fmt.Sprintf("remote users' messages (%.0f%% of all), one transaction each; per transaction measured", 100*m.RemoteShare)})
+		} else {
+			add(CostLine{Item: "federation: sends to remote servers, inbound transactions", Status: StatusNotMeasured,
+				Basis: "the AWS path's federation measurement did not run"})
 		}
-		add(CostLine{Item: "federation: sends to remote servers, inbound transactions", Status: StatusNotMeasured, Basis: basis})
 	}
 	if w.MediaUploadsPerDay > 0 && in.Upload != nil && in.Download != nil {
 		ups := w.MediaUploadsPerDay * m.DaysPerMonth

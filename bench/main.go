@@ -185,6 +185,10 @@ func run(o options) error {
 		if res.AWS, err = runAWSPath(ctx, aws); err != nil {
 			return fmt.Errorf("AWS path: %w", err)
 		}
+		logf("AWS path: federation with an embedded peer")
+		if err := measureAWSFederation(ctx, work, res.AWS); err != nil {
+			res.AWS.Notes = append(res.AWS.Notes, "federation: "+err.Error())
+		}
 		res.Cost = costReports(res.AWS, queueWorkers(dirs))
 	}
 	if !o.skipCold {

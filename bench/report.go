@@ -219,11 +219,7 @@ func costReports(a *awsResult, workers []string) []CostReport {
 	in.Upload = conv(opUpload)
 	in.Receipt = conv(opReceipt)
 	in.Typing = conv(opTyping)
-	for _, r := range server.RouteTable() {
-		if strings.HasPrefix(r.Path, "/_matrix/federation/") {
-			in.Federation = true
-		}
-	}
+	in.FedOut, in.FedIn, in.LocalSend = conv(opFedOut), conv(opFedIn), conv(opSend)
 	in.Download = conv(opDownload)
 	return []CostReport{
 		Cost(ReferenceCommunity, in, PriceTable, DefaultParams),
