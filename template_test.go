@@ -82,6 +82,7 @@ const regenerate = "run make template"
 var queueURLSetting = map[string]func(*config.Config) string{
 	resources.FederationQueue.Name: func(c *config.Config) string { return c.FederationQueueURL },
 	resources.FanoutQueue.Name:     func(c *config.Config) string { return c.FanoutQueueURL },
+	resources.AppServiceQueue.Name: func(c *config.Config) string { return c.AppServiceQueueURL },
 }
 
 // sampleServerNames are valid Matrix server names the template must accept.

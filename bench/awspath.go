@@ -114,6 +114,7 @@ func startAWSEnv(ctx context.Context, work string) (*awsEnv, error) {
 	urlVar := map[string]string{
 		resources.FederationQueue.Name: "CIRRUS_FEDERATION_QUEUE_URL",
 		resources.FanoutQueue.Name:     "CIRRUS_FANOUT_QUEUE_URL",
+		resources.AppServiceQueue.Name: "CIRRUS_APPSERVICE_QUEUE_URL",
 	}
 	e := &awsEnv{app: a, c: newClient(srv.URL, 8), peer: newClient(psrv.URL, 2), child: child}
 	for _, spec := range resources.Queues {

@@ -13,7 +13,11 @@ import (
 // fedConfig is the federation workload.
 type fedConfig struct {
 	Messages int `json:"messages"` // sent one at a time by alice on A, observed by bob on B
-	CatchUp  int `json:"catch_up_messages"`
+	// Interval paces the measured messages (a chat, not a flood: sent back
+	// to back, the asynchronous pipeline behind each send builds a backlog
+	// and the figure measures throughput instead).
+	Interval time.Duration `json:"interval_ns"`
+	CatchUp  int           `json:"catch_up_messages"`
 }
 
 // fedRun is one run of the federation path: two all-in-one processes on
@@ -126,14 +130,14 @@ func runFederationPath(ctx context.Context, bin, work string, cfg fedConfig, idx
 	if err != nil {
 		return nil, err
 	}
-	sends := sendSerial(ctx, a.c, alice.AccessToken, room, fmt.Sprintf("fed%d-", idx), cfg.Messages)
+	sends := sendSerial(ctx, a.c, alice.AccessToken, room, fmt.Sprintf("fed%d-", idx), cfg.Messages, cfg.Interval)
 	obs.finish(sends, 30*time.Second)
 	run.Delivery = obs.report(sends)
 
 	// Catch-up: B down while alice talks, then back.
 	since := obs.lastBatch()
 	b.p.stop()
-	backlog := sendSerial(ctx, a.c, alice.AccessToken, room, fmt.Sprintf("fedcu%d-", idx), cfg.CatchUp)
+	backlog := sendSerial(ctx, a.c, alice.AccessToken, room, fmt.Sprintf("fedcu%d-", idx), cfg.CatchUp, 0)
 	if err := b.start(ctx); err != nil {
 		return nil, fmt.Errorf("restarting B: %w", err)
 	}
@@ -155,10 +159,15 @@ func runFederationPath(ctx context.Context, bin, work string, cfg fedConfig, idx
 	return run, nil
 }
 
-// sendSerial sends n messages one after another (a person chatting).
-func sendSerial(ctx context.Context, c *client, token, room, prefix string, n int) []sent {
+// sendSerial sends n messages one after another, starting one every
+// interval (or back to back).
+func sendSerial(ctx context.Context, c *client, token, room, prefix string, n int, interval time.Duration) []sent {
 	out := make([]sent, n)
+	start := time.Now()
 	for k := range n {
+		if wait := time.Until(start.Add(time.Duration(k) * interval)); wait > 0 {
+			time.Sleep(wait)
+		}
 		t := time.Now()
 		eid, err := c.send(ctx, token, room, fmt.Sprintf("%s%d", prefix, k), fmt.Sprintf("%s%s%d", benchBody, prefix, k))
 		done := time.Now()

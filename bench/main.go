@@ -44,6 +44,8 @@ type options struct {
 	skipAWS    bool
 	skipCold   bool
 	skipMsg    bool
+	skipSearch bool
+	searchMsgs int
 	keep       bool
 	cpuProfile string
 }
@@ -57,6 +59,7 @@ func main() {
 	flag.IntVar(&o.load.Pages, "pages", 20, "/messages pages of 100 timed after each run")
 	flag.IntVar(&o.fed.Messages, "fed-messages", 200, "federation path: messages sent one at a time from server A to a user on server B")
 	flag.IntVar(&o.fed.CatchUp, "fed-catch-up", 100, "federation path: messages sent while B is down")
+	flag.DurationVar(&o.fed.Interval, "fed-interval", 20*time.Millisecond, "federation path: one message every interval (0: back to back)")
 	flag.BoolVar(&o.skipFed, "skip-federation", false, "skip the federation path (two all-in-one processes)")
 	flag.IntVar(&o.runs, "runs", 3, "message-path runs (medians are reported)")
 	flag.IntVar(&o.coldRuns, "cold-runs", 7, "cold starts per function (median reported)")
@@ -64,6 +67,8 @@ func main() {
 	flag.BoolVar(&o.skipAWS, "skip-aws", false, "skip everything that needs the AWS stand-ins (AWS path, Lambda cold starts, cost model)")
 	flag.BoolVar(&o.skipCold, "skip-cold", false, "skip binary sizes and cold starts")
 	flag.BoolVar(&o.skipMsg, "skip-message", false, "skip the message path (the all-in-one on the embedded store)")
+	flag.BoolVar(&o.skipSearch, "skip-search", false, "skip the search index measurement (bench/search.go)")
+	flag.IntVar(&o.searchMsgs, "search-messages", 100_000, "messages in the search benchmark's index")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (server logs, data) and print its path")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "instead of the benchmarks: run the message load against an in-process server and write its CPU profile here")
 	flag.Parse()
@@ -199,6 +204,14 @@ func run(o options) error {
 		res.Functions = runFunctions(ctx, binDir, dirs, aws, o.coldRuns, work)
 		if aws != nil {
 			res.Notes = append(res.Notes, aws.notes...)
+		}
+	}
+	if o.skipSearch {
+		res.Notes = append(res.Notes, "search skipped (-skip-search)")
+	} else {
+		logf("search: indexing %d messages, then timing queries", o.searchMsgs)
+		if res.Search, err = runSearch(ctx, work, o.searchMsgs, 20); err != nil {
+			return fmt.Errorf("search: %w", err)
 		}
 	}
 	if interrupted.Load() {

@@ -29,6 +29,7 @@ type results struct {
 	Functions  []functionResult `json:"functions,omitempty"`
 	AWS        *awsResult       `json:"aws,omitempty"`
 	Cost       []CostReport     `json:"cost,omitempty"`
+	Search     *searchResult    `json:"search,omitempty"`
 	Targets    []targetRow      `json:"targets"`
 	Notes      []string         `json:"notes,omitempty"`
 }
@@ -334,7 +335,7 @@ func printReport(w io.Writer, r *results) {
 	}
 	if f := r.Federation; f != nil {
 		row("FEDERATION (two all-in-one processes, HTTPS on loopback)", "", "")
-		row(fmt.Sprintf("  delivery A → B (send returns → /sync on B), %d messages one at a time, p50 / p95 / p99", r.FedLoad.Messages), fmt.Sprintf("%.2f / %.2f / %.2f ms", f.Delivery.P50, f.Delivery.P95, f.Delivery.P99), fmt.Sprintf("exactly once: %v", f.ExactlyOnce))
+		row(fmt.Sprintf("  delivery A → B (send returns → /sync on B), %d messages, one every %v, p50 / p95 / p99", r.FedLoad.Messages, r.FedLoad.Interval), fmt.Sprintf("%.2f / %.2f / %.2f ms", f.Delivery.P50, f.Delivery.P95, f.Delivery.P99), fmt.Sprintf("exactly once: %v", f.ExactlyOnce))
 		row(fmt.Sprintf("  catch-up: B restarted after %d messages sent while it was down", r.FedLoad.CatchUp), fmt.Sprintf("%.2f s", f.CatchUpSeconds), "B up → all delivered to bob's /sync")
 		for _, fr := range r.FedRuns {
 			if fr.Error != "" {
@@ -342,6 +343,9 @@ func printReport(w io.Writer, r *results) {
 			}
 		}
 		row("", "", "")
+	}
+	if r.Search != nil {
+		printSearch(row, r.Search)
 	}
 	if len(r.Functions) > 0 {
 		row("FUNCTIONS (host build, stripped)", "size", "cold start median: exec → first response (→ ready for events); runs")

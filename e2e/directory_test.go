@@ -332,7 +332,9 @@ func TestDirectoryBadInput(t *testing.T) {
 			{"public rooms bad limit", "GET", "/_matrix/client/v3/publicRooms?limit=ten", "", "", 400, "M_INVALID_PARAM"},
 			{"public rooms bad since", "GET", "/_matrix/client/v3/publicRooms?since=garbage", "", "", 400, "M_INVALID_PARAM"},
 			{"public rooms bad networks flag", "GET", "/_matrix/client/v3/publicRooms?include_all_networks=maybe", "", "", 400, "M_INVALID_PARAM"},
-			{"public rooms remote server", "GET", "/_matrix/client/v3/publicRooms?server=elsewhere.example", "", "", 403, "M_FORBIDDEN"},
+			{"public rooms bad server name", "GET", "/_matrix/client/v3/publicRooms?server=not%20a%20server", "", "", 400, "M_INVALID_PARAM"},
+			// .invalid never resolves (RFC 2606): the remote directory cannot be reached.
+			{"public rooms unreachable server", "GET", "/_matrix/client/v3/publicRooms?server=elsewhere.invalid", "", "", 502, "M_UNKNOWN"},
 			{"post without token", "POST", "/_matrix/client/v3/publicRooms", "", `{}`, 401, "M_MISSING_TOKEN"},
 			{"post limit wrong type", "POST", "/_matrix/client/v3/publicRooms", tok, `{"limit":"ten"}`, 400, "M_BAD_JSON"},
 			{"post negative limit", "POST", "/_matrix/client/v3/publicRooms", tok, `{"limit":-3}`, 400, "M_INVALID_PARAM"},

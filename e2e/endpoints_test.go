@@ -32,29 +32,16 @@ var notYetServed = map[string]string{
 	"GET /_matrix/client/v3/pushers":       "push",
 	"POST /_matrix/client/v3/pushers/set":  "push",
 	"GET /_matrix/client/v3/notifications": "push",
-	// Server administration (whois, suspension, locking) is a later issue.
-	"GET /_matrix/client/v3/admin/whois/{userId}":   "admin",
-	"GET /_matrix/client/v1/admin/suspend/{userId}": "admin",
-	"PUT /_matrix/client/v1/admin/suspend/{userId}": "admin",
-	"GET /_matrix/client/v1/admin/lock/{userId}":    "admin",
-	"PUT /_matrix/client/v1/admin/lock/{userId}":    "admin",
-	// Reporting users is a later issue (with the other moderation tools).
-	"POST /_matrix/client/v3/users/{userId}/report": "moderation",
-	// Server-side search is a later issue.
-	"POST /_matrix/client/v3/search": "search",
-	// SSO and OAuth 2.0 login (auth_metadata) are a later issue.
-	"GET /_matrix/client/v3/login/sso/redirect":         "sso",
-	"GET /_matrix/client/v3/login/sso/redirect/{idpId}": "sso",
-	"GET /_matrix/client/v1/auth_metadata":              "oauth",
-	// Policy servers (MSC4284) are a later issue.
-	"GET /.well-known/matrix/policy_server": "policy server",
-	// Peeking at events as they come (GET /events?room_id=, the one use of
-	// /events the spec keeps) needs long-polling one room's events: a later
-	// issue, with guest access to world-readable rooms.
-	"GET /_matrix/client/v3/events": "peeking",
-	// Application services (registration files, namespaces) are a later issue.
-	"POST /_matrix/client/v1/appservice/{appserviceId}/ping":                "appservice",
-	"PUT /_matrix/client/v3/directory/list/appservice/{networkId}/{roomId}": "appservice",
+}
+
+// unsupportedBySpec are endpoints of optional features Cirrus does not
+// offer, for which the spec's own answer is 404 M_UNRECOGNIZED (so the
+// walk cannot tell them from unknown paths). Each has a test asserting
+// that answer (e2e/sso_test.go for auth_metadata).
+var unsupportedBySpec = map[string]string{
+	// No OAuth 2.0 authorization server (next-generation auth): clients
+	// fall back to the legacy login API.
+	"GET /_matrix/client/v1/auth_metadata": "oauth",
 }
 
 // specEndpoint is one line of the endpoint list.
@@ -152,6 +139,9 @@ func TestEndpointsServed(t *testing.T) {
 		_ = json.Unmarshal(raw, &resp) // answers may be arrays or binary
 		unknown := (st == http.StatusNotFound || st == http.StatusMethodNotAllowed) && resp.ErrCode == "M_UNRECOGNIZED"
 		_, allowed := notYetServed[e.String()]
+		if _, ok := unsupportedBySpec[e.String()]; ok {
+			continue
+		}
 		switch {
 		case unknown && !allowed:
 			missing = append(missing, e.String())

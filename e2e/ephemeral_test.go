@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -106,11 +107,15 @@ func TestReceiptsAndUnreadCounts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b0 := doSync(t, env, bob, nil)
-		u := b0.Rooms.Join[room.RoomID].Unread
-		if u == nil || u.Notification != 3 || u.Highlight != 1 {
-			t.Fatalf("unread before reading: %+v", u)
-		}
+		// The counts come from the fan-out worker, shortly after the sends.
+		var b0 *syncResp
+		testenv.Eventually(t, 10*time.Second, "unread counts 3, 1", func() error {
+			b0 = doSync(t, env, bob, nil)
+			if u := b0.Rooms.Join[room.RoomID].Unread; u == nil || u.Notification != 3 || u.Highlight != 1 {
+				return fmt.Errorf("unread before reading: %+v", u)
+			}
+			return nil
+		})
 
 		// Bob reads up to e1 publicly: alice sees it, bob's count drops.
 		if err := bob.MarkRead(ctx, room.RoomID, e1); err != nil {

@@ -535,6 +535,20 @@ func TestFederationInvites(t *testing.T) {
 	if err != nil || !strings.Contains(string(inv.PDU), "invite_room_state") || !strings.Contains(string(inv.PDU), "Secret") {
 		t.Fatalf("invite event on b: %v %v", inv, err)
 	}
+	// Bob's client sees the preview in /sync's invite_state.
+	sync, err := bob.SyncRequest(ctx, 0, "", "", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := false
+	if ir := sync.Rooms.Invite[room.RoomID]; ir != nil {
+		for _, ev := range ir.State.Events {
+			named = named || (ev.Type == event.StateRoomName && ev.Content.Raw["name"] == "Secret")
+		}
+	}
+	if !named {
+		t.Fatalf("bob's invite_state lacks the room's name: %+v", sync.Rooms.Invite[room.RoomID])
+	}
 	// Bob accepts: joins through the inviting server.
 	if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
 		t.Fatalf("join after invite: %v", err)

@@ -194,7 +194,7 @@ func TestUpgradeBadInput(t *testing.T) {
 			{"no body", "POST", up, alice.AccessToken, ``, 400, "M_NOT_JSON"},
 			{"no version", "POST", up, alice.AccessToken, `{}`, 400, "M_MISSING_PARAM"},
 			{"version not a string", "POST", up, alice.AccessToken, `{"new_version":11}`, 400, "M_BAD_JSON"},
-			{"unsupported version", "POST", up, alice.AccessToken, `{"new_version":"1"}`, 400, "M_UNSUPPORTED_ROOM_VERSION"},
+			{"unsupported version", "POST", up, alice.AccessToken, `{"new_version":"13"}`, 400, "M_UNSUPPORTED_ROOM_VERSION"},
 			{"bad additional creator", "POST", up, alice.AccessToken, `{"new_version":"12","additional_creators":["bob"]}`, 400, "M_INVALID_PARAM"},
 			{"not a member", "POST", up, bob.AccessToken, `{"new_version":"11"}`, 403, "M_FORBIDDEN"},
 			{"unknown room", "POST", "/_matrix/client/v3/rooms/!nope:cirrus.test/upgrade", alice.AccessToken, `{"new_version":"11"}`, 403, "M_FORBIDDEN"},

@@ -57,6 +57,10 @@ type Account struct {
 	Guest        bool   `json:"guest,omitempty"`
 	Deactivated  bool   `json:"deactivated,omitempty"`
 	Admin        bool   `json:"admin,omitempty"`
+	// Suspended and Locked are set by server admins (moderation.go); every
+	// access token of the account carries a copy (tokenRecord).
+	Suspended bool `json:"suspended,omitempty"`
+	Locked    bool `json:"locked,omitempty"`
 }
 
 // Device is one login of a user.
@@ -71,6 +75,9 @@ type Device struct {
 	CreatedMS    int64       `json:"created_ts"`
 	RefreshKey   string      `json:"refresh_key,omitempty"`
 	TokenExpires int64       `json:"token_expires_ts,omitempty"`
+
+	// LastSeenUserAgent is the User-Agent of the request that last set LastSeenIP.
+	LastSeenUserAgent string `json:"last_seen_user_agent,omitempty"`
 }
 
 // tokenRecord is the token → owner item.
@@ -82,6 +89,10 @@ type tokenRecord struct {
 	// LastSeenMS is when the device's last-seen fields were last written;
 	// Authenticate rewrites them only when this is LastSeenInterval old.
 	LastSeenMS int64 `json:"last_seen_ts,omitempty"`
+	// Suspended and Locked copy the account's flags, so that authenticating
+	// stays one read (moderation.go keeps them in step).
+	Suspended bool `json:"suspended,omitempty"`
+	Locked    bool `json:"locked,omitempty"`
 }
 
 // LastSeenInterval bounds how often a device's last-seen time and address
@@ -195,6 +206,10 @@ type LoginOptions struct {
 	// TokenLifetime, if > 0, makes the access token expire and issues a
 	// refresh token.
 	TokenLifetime time.Duration
+	// UserAgent is the client's User-Agent (kept with the last-seen address).
+	UserAgent string
+	// flags are the account's moderation flags, copied into the token.
+	flags moderationFlags
 }
 
 // NewAccount describes an account to create.
@@ -238,6 +253,9 @@ func (s *Service) CreateAccount(ctx context.Context, na NewAccount) (*Session, e
 	var sess *Session
 	if !na.InhibitLogin {
 		var devOps []table.Op
+		if na.Login.UserAgent == "" {
+			na.Login.UserAgent = UserAgent(ctx)
+		}
 		sess, devOps = s.newLogin(u, na.Guest, na.Login, nil)
 		ops = append(ops, devOps...)
 	}
@@ -304,10 +322,12 @@ func (s *Service) newLogin(u id.UserID, guest bool, lo LoginOptions, old *Device
 	}
 	tok := NewToken("syt_")
 	tk := HashToken(tok)
-	rec := tokenRecord{UserID: u, DeviceID: dev, Guest: guest, LastSeenMS: now.UnixMilli()}
+	rec := tokenRecord{UserID: u, DeviceID: dev, Guest: guest, LastSeenMS: now.UnixMilli(),
+		Suspended: lo.flags.Suspended, Locked: lo.flags.Locked}
 	sess := &Session{UserID: u, DeviceID: dev, AccessToken: tok}
 	tokItem := table.Item{PK: tokenKey(tk).PK, SK: "token"}
-	d := Device{ID: dev, DisplayName: lo.DisplayName, TokenKey: tk, CreatedMS: now.UnixMilli(), LastSeenMS: now.UnixMilli(), LastSeenIP: lo.IP}
+	d := Device{ID: dev, DisplayName: lo.DisplayName, TokenKey: tk, CreatedMS: now.UnixMilli(), LastSeenMS: now.UnixMilli(), LastSeenIP: lo.IP,
+		LastSeenUserAgent: lo.UserAgent}
 	devCond, devVersion := table.IfNotExists(), int64(1)
 	if old != nil {
 		d.CreatedMS = old.CreatedMS
@@ -383,7 +403,14 @@ func (s *Service) CheckPassword(ctx context.Context, u id.UserID, password strin
 // Login issues a new access token on a device (an existing device id gets
 // its old token revoked).
 func (s *Service) Login(ctx context.Context, u id.UserID, guest bool, lo LoginOptions) (*Session, error) {
+	if lo.UserAgent == "" {
+		lo.UserAgent = UserAgent(ctx)
+	}
 	for range maxAttempts {
+		check, err := s.loginFlags(ctx, u, &lo) // moderation.go: locked accounts get no token
+		if err != nil {
+			return nil, err
+		}
 		var old *Device
 		if lo.DeviceID != "" {
 			d, err := s.GetDevice(ctx, u, lo.DeviceID)
@@ -394,9 +421,10 @@ func (s *Service) Login(ctx context.Context, u id.UserID, guest bool, lo LoginOp
 			}
 		}
 		sess, ops := s.newLogin(u, guest, lo, old)
-		err := s.T.Transact(ctx, ops)
-		if failedAt(err) == loginOpDevice {
-			continue // the device changed since it was read
+		ops = append(ops, check...)
+		err = s.T.Transact(ctx, ops)
+		if i := failedAt(err); i == loginOpDevice || (i >= 0 && ops[i].Target() == accountKey(u)) {
+			continue // the device or the account's flags changed since they were read
 		}
 		if err != nil {
 			return nil, err
@@ -500,7 +528,8 @@ func (s *Service) Authenticate(ctx context.Context, token string) (*httpapi.Call
 	if now.UnixMilli()-rec.LastSeenMS >= LastSeenInterval.Milliseconds() {
 		s.touch(ctx, it, rec, tk, now)
 	}
-	return &httpapi.Caller{UserID: rec.UserID, DeviceID: rec.DeviceID, IsGuest: rec.Guest, TokenKey: tk}, nil
+	return &httpapi.Caller{UserID: rec.UserID, DeviceID: rec.DeviceID, IsGuest: rec.Guest, TokenKey: tk,
+		Suspended: rec.Suspended, Locked: rec.Locked}, nil
 }
 
 // touch writes the device's last-seen time and address, and the token's
@@ -517,6 +546,7 @@ func (s *Service) touch(ctx context.Context, tokItem table.Item, rec tokenRecord
 	dev.LastSeenMS = now.UnixMilli()
 	if ip := ClientIP(ctx); ip != "" {
 		dev.LastSeenIP = ip
+		dev.LastSeenUserAgent = UserAgent(ctx)
 	}
 	oldTokVersion := tokItem.Version
 	tokItem.Data, _ = json.Marshal(rec)
@@ -651,7 +681,13 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string, lifetime tim
 		if err != nil || old.RefreshKey != rk {
 			return nil, httpapi.UnknownToken("unknown refresh token")
 		}
-		sess, ops := s.newLogin(rec.UserID, rec.Guest, LoginOptions{DeviceID: rec.DeviceID, TokenLifetime: lifetime}, old)
+		lo := LoginOptions{DeviceID: rec.DeviceID, TokenLifetime: lifetime}
+		check, err := s.loginFlags(ctx, rec.UserID, &lo) // moderation.go
+		if err != nil {
+			return nil, err
+		}
+		sess, ops := s.newLogin(rec.UserID, rec.Guest, lo, old)
+		ops = append(ops, check...)
 		// Guard against two concurrent refreshes of the same token both winning:
 		// only the one that still finds the old refresh token may delete it.
 		for i := range ops {
@@ -660,8 +696,8 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string, lifetime tim
 			}
 		}
 		err = s.T.Transact(ctx, ops)
-		if failedAt(err) == loginOpDevice {
-			continue // the device changed (last seen, rename): read it again
+		if i := failedAt(err); i == loginOpDevice || (i >= 0 && ops[i].Target() == accountKey(rec.UserID)) {
+			continue // the device (last seen, rename) or the account's flags changed: read again
 		}
 		if err != nil {
 			if errors.Is(err, table.ErrConditionFailed) {

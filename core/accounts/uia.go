@@ -97,6 +97,18 @@ func (s *Service) RunUIA(ctx context.Context, u UIA, auth *AuthDict) (bool, *htt
 		}
 		version = 1
 	}
+	if len(rec.Completed) > 0 && u.complete(rec.Completed) && (auth.Type == "" || slices.Contains(rec.Completed, auth.Type)) {
+		// Stages completed out of band (the m.login.sso fallback page,
+		// CompleteUIAStage): the request repeated with the session goes
+		// through, consuming the session as below.
+		if err := s.T.Delete(ctx, uiaKey(session), table.IfVersion(version)); err != nil {
+			if errors.Is(err, table.ErrConditionFailed) {
+				return false, nil, httpapi.Forbidden("auth session was used concurrently")
+			}
+			return false, nil, err
+		}
+		return true, nil, nil
+	}
 	if auth.Type == "" {
 		// A request that only names the session asks where it stands.
 		return false, u.challenge(session, rec.Completed, nil), nil

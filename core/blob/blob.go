@@ -66,6 +66,8 @@ type Store interface {
 	// PresignGet returns a URL that serves the object for ttl, or ErrNoPresign.
 	PresignGet(ctx context.Context, key string, ttl time.Duration) (string, error)
 	// PresignPut returns a URL that accepts a PUT of exactly size bytes of
-	// contentType for ttl, or ErrNoPresign.
+	// contentType for ttl, or ErrNoPresign. A negative size accepts any
+	// length and an empty contentType any type (the uploader does not know
+	// them yet); whoever reads such an object must check it.
 	PresignPut(ctx context.Context, key string, size int64, contentType string, ttl time.Duration) (string, error)
 }

@@ -21,15 +21,21 @@ const maxPasswordBytes = 512
 // stagePassword is the UIA stage every account endpoint asks for.
 const stagePassword = "m.login.password"
 
-// passwordUIA is user-interactive auth with the one flow
-// [["m.login.password"]]: the caller proves it is them by giving their own
+// passwordUIA is user-interactive auth with the flow [["m.login.password"]]
+// (and [["m.login.sso"]] when identity providers are configured): the caller proves it is them by giving their own
 // password again. purpose binds the session to one operation (and its
 // parameters), so a session completed for one thing cannot authorise another.
 func (a *API) passwordUIA(purpose string, caller *httpapi.Caller) accounts.UIA {
+	flows := []accounts.Flow{{stagePassword}}
+	if a.SSO.Configured() {
+		// Users who sign in at an identity provider (and may have no
+		// password) prove it is them there: the fallback page (sso.go).
+		flows = append(flows, accounts.Flow{accounts.StageSSO})
+	}
 	return accounts.UIA{
 		Purpose: purpose,
 		User:    caller.UserID,
-		Flows:   []accounts.Flow{{stagePassword}},
+		Flows:   flows,
 		Check: func(ctx context.Context, stage string, auth *accounts.AuthDict) error {
 			return a.checkPasswordStage(ctx, caller.UserID, stage, auth)
 		},

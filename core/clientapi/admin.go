@@ -1,10 +1,14 @@
 package clientapi
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha1"
 	"encoding/hex"
+	"encoding/json"
 	"unicode/utf8"
+
+	"maunium.net/go/mautrix/id"
 
 	"github.com/cirrus-matrix/cirrus/core/accounts"
 	"github.com/cirrus-matrix/cirrus/core/httpapi"
@@ -113,3 +117,156 @@ func (a *API) SharedSecretRegister(r *httpapi.Request) (any, error) {
 	}
 	return map[string]any{"user_id": s.UserID, "access_token": s.AccessToken, "device_id": s.DeviceID, "home_server": a.Cfg.ServerName}, nil
 }
+
+// Server administration (spec: "Server administration" and "Account
+// moderation"). Server admins are accounts with the admin flag (set by
+// shared-secret registration with "admin": true).
+
+// requireAdmin answers 403 unless the caller is a server admin. It runs
+// before any lookup of the target, so non-admins learn nothing about
+// which accounts exist.
+func (a *API) requireAdmin(r *httpapi.Request) error {
+	acct, err := a.Accounts.GetAccount(r.Ctx(), r.Caller.UserID)
+	if err != nil || !acct.Admin {
+		return httpapi.Forbidden("you are not a server admin")
+	}
+	return nil
+}
+
+// localTarget reads the {userId} of an admin route: a user id of this
+// server (400 M_INVALID_PARAM otherwise).
+func (a *API) localTarget(r *httpapi.Request) (id.UserID, error) {
+	u, err := parseUserID(r.PathValue("userId"))
+	if err != nil {
+		return "", err
+	}
+	if u.Homeserver() != a.Cfg.ServerName {
+		return "", httpapi.InvalidParam("%s is not a user of this server", u)
+	}
+	return u, nil
+}
+
+// Whois serves GET /_matrix/client/v3/admin/whois/{userId} to server admins
+// and to the user themself: each device is one session (one access token)
+// whose connection is where and with what client it was last seen
+// (recorded at most every accounts.LastSeenInterval).
+func (a *API) Whois(r *httpapi.Request) (any, error) {
+	u, err := parseUserID(r.PathValue("userId"))
+	if err != nil {
+		return nil, err
+	}
+	if u != r.Caller.UserID {
+		if err := a.requireAdmin(r); err != nil {
+			return nil, err
+		}
+	}
+	if u.Homeserver() != a.Cfg.ServerName {
+		return nil, httpapi.InvalidParam("%s is not a user of this server", u)
+	}
+	if _, err := a.Accounts.GetAccount(r.Ctx(), u); err != nil {
+		return nil, err // 404 M_NOT_FOUND for an unknown user
+	}
+	devs, err := a.Accounts.Devices(r.Ctx(), u)
+	if err != nil {
+		return nil, err
+	}
+	type connection struct {
+		IP        string `json:"ip,omitempty"`
+		LastSeen  int64  `json:"last_seen,omitempty"`
+		UserAgent string `json:"user_agent,omitempty"`
+	}
+	type session struct {
+		Connections []connection `json:"connections"`
+	}
+	type device struct {
+		Sessions []session `json:"sessions"`
+	}
+	out := make(map[id.DeviceID]device, len(devs))
+	for _, d := range devs {
+		conns := []connection{}
+		if d.LastSeenIP != "" || d.LastSeenMS != 0 {
+			conns = append(conns, connection{IP: d.LastSeenIP, LastSeen: d.LastSeenMS, UserAgent: d.LastSeenUserAgent})
+		}
+		out[d.ID] = device{Sessions: []session{{Connections: conns}}}
+	}
+	return map[string]any{"user_id": u, "devices": out}, nil
+}
+
+// adminFlag is one of the boolean account flags of the admin API
+// (suspended, locked), its JSON name and its setter.
+type adminFlag struct {
+	name string
+	get  func(*accounts.Account) bool
+	set  func(s *accounts.Service, ctx context.Context, u id.UserID, v bool) error
+}
+
+var (
+	suspendFlag = adminFlag{"suspended", func(acct *accounts.Account) bool { return acct.Suspended }, (*accounts.Service).SetSuspended}
+	lockFlag    = adminFlag{"locked", func(acct *accounts.Account) bool { return acct.Locked }, (*accounts.Service).SetLocked}
+)
+
+// adminTarget checks the caller (admin), then the target (local, exists,
+// not deactivated), and returns the target's account.
+func (a *API) adminTarget(r *httpapi.Request) (id.UserID, *accounts.Account, error) {
+	if err := a.requireAdmin(r); err != nil {
+		return "", nil, err
+	}
+	u, err := a.localTarget(r)
+	if err != nil {
+		return "", nil, err
+	}
+	acct, err := a.Accounts.GetAccount(r.Ctx(), u)
+	if err != nil {
+		return "", nil, err
+	}
+	if acct.Deactivated {
+		return "", nil, httpapi.NotFound("%s is deactivated", u)
+	}
+	return u, acct, nil
+}
+
+func (a *API) getFlag(r *httpapi.Request, f adminFlag) (any, error) {
+	_, acct, err := a.adminTarget(r)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]bool{f.name: f.get(acct)}, nil
+}
+
+func (a *API) putFlag(r *httpapi.Request, f adminFlag) (any, error) {
+	u, acct, err := a.adminTarget(r)
+	if err != nil {
+		return nil, err
+	}
+	var body map[string]json.RawMessage
+	if err := r.DecodeJSON(&body); err != nil {
+		return nil, err
+	}
+	raw, ok := body[f.name]
+	if !ok {
+		return nil, httpapi.MissingParam("%s is required", f.name)
+	}
+	var v bool
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return nil, httpapi.BadJSON("%s must be a boolean", f.name)
+	}
+	if acct.Admin && u != r.Caller.UserID {
+		return nil, httpapi.Forbidden("%s is a server admin", u)
+	}
+	if err := f.set(a.Accounts, r.Ctx(), u, v); err != nil {
+		return nil, err
+	}
+	return map[string]bool{f.name: v}, nil
+}
+
+// GetSuspended serves GET /_matrix/client/v1/admin/suspend/{userId}.
+func (a *API) GetSuspended(r *httpapi.Request) (any, error) { return a.getFlag(r, suspendFlag) }
+
+// PutSuspended serves PUT /_matrix/client/v1/admin/suspend/{userId}.
+func (a *API) PutSuspended(r *httpapi.Request) (any, error) { return a.putFlag(r, suspendFlag) }
+
+// GetLocked serves GET /_matrix/client/v1/admin/lock/{userId}.
+func (a *API) GetLocked(r *httpapi.Request) (any, error) { return a.getFlag(r, lockFlag) }
+
+// PutLocked serves PUT /_matrix/client/v1/admin/lock/{userId}.
+func (a *API) PutLocked(r *httpapi.Request) (any, error) { return a.putFlag(r, lockFlag) }

@@ -15,6 +15,9 @@ import (
 )
 
 type registerRequest struct {
+	// Type is m.login.application_service for an application service's
+	// registration (the spec puts it beside the other fields, not in auth).
+	Type                     string             `json:"type"`
 	Username                 string             `json:"username"`
 	Password                 string             `json:"password"`
 	DeviceID                 id.DeviceID        `json:"device_id"`
@@ -56,6 +59,9 @@ func (a *API) Register(r *httpapi.Request) (any, error) {
 	if req.DeviceID != "" && !validDeviceID(req.DeviceID) {
 		return nil, httpapi.InvalidParam("invalid device_id")
 	}
+	if req.Type == LoginTypeAppService || (req.Auth != nil && req.Auth.Type == LoginTypeAppService) {
+		return a.registerAppService(r, req) // appservice.go
+	}
 	ctx := r.Ctx()
 	if kind == "guest" {
 		if !a.Cfg.GuestAccess {
@@ -71,6 +77,9 @@ func (a *API) Register(r *httpapi.Request) (any, error) {
 	if req.Username != "" {
 		var err error
 		if uid, err = a.Accounts.UserID(req.Username); err != nil {
+			return nil, err
+		}
+		if err := a.AppServices.exclusiveUser(uid, ""); err != nil {
 			return nil, err
 		}
 		ok, err := a.Accounts.Available(ctx, uid)
@@ -195,6 +204,9 @@ func (a *API) RegisterAvailable(r *httpapi.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := a.AppServices.exclusiveUser(uid, ""); err != nil {
+		return nil, err
+	}
 	ok, err := a.Accounts.Available(r.Ctx(), uid)
 	if err != nil {
 		return nil, err
@@ -208,10 +220,17 @@ func (a *API) RegisterAvailable(r *httpapi.Request) (any, error) {
 // LoginFlows serves GET /_matrix/client/v3/login. The m.login.token flow
 // says get_login_token: true because POST /login/get_token is served.
 func (a *API) LoginFlows(r *httpapi.Request) (any, error) {
-	return map[string]any{"flows": []map[string]any{
+	flows := []map[string]any{
 		{"type": "m.login.password"},
 		{"type": "m.login.token", "get_login_token": true},
-	}}, nil
+	}
+	if a.AppServices.configured() {
+		flows = append(flows, map[string]any{"type": LoginTypeAppService})
+	}
+	if a.SSO.Configured() { // sso.go
+		flows = append(flows, map[string]any{"type": "m.login.sso", "identity_providers": a.SSO.IdentityProviders()})
+	}
+	return map[string]any{"flows": flows}, nil
 }
 
 type loginRequest struct {
@@ -241,6 +260,8 @@ func (a *API) Login(r *httpapi.Request) (any, error) {
 	case "m.login.password":
 	case "m.login.token":
 		return a.loginWithToken(r, &req)
+	case LoginTypeAppService:
+		return a.loginAppService(r, &req) // appservice.go
 	default:
 		return nil, httpapi.BadRequest("unsupported login type %q", req.Type)
 	}

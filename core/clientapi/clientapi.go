@@ -66,4 +66,8 @@ type API struct {
 	RemoteProfile func(ctx context.Context, u id.UserID, field string) (map[string]any, error)
 	// DeviceKeys, if set, drops the encryption keys of deleted devices.
 	DeviceKeys DeviceKeysDeleter
+	// AppServices is the application service support (nil: none configured).
+	AppServices *AppServiceAPI
+	// SSO is login through OpenID Connect providers (nil: none configured).
+	SSO *SSOAPI
 }

@@ -181,6 +181,16 @@ func (a *RoomsAPI) TimestampToEvent(r *httpapi.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Our copy of a room joined over federation may lack its early
+	// history: with no answer here, or a forward answer that older history
+	// could beat, the room's other servers are asked.
+	if a.RemoteTimestamp != nil && (ev == nil || d == rooms.Forward && ev.OriginServerTS > ts) {
+		if eid, ets, ok, err := a.RemoteTimestamp(r.Ctx(), room, ts, d); err == nil && ok {
+			if ev == nil || ets < ev.OriginServerTS {
+				return map[string]any{"event_id": eid, "origin_server_ts": ets}, nil
+			}
+		}
+	}
 	if ev == nil {
 		way := "forward"
 		if d == rooms.Backward {

@@ -64,6 +64,9 @@ func (a *API) UpdateDevice(r *httpapi.Request) (any, error) {
 		return nil, err
 	}
 	dev := id.DeviceID(r.PathValue("deviceId"))
+	if created, err := a.createAppServiceDevice(r, dev, req.DisplayName); err != nil || created { // appservice.go
+		return httpapi.Empty{}, err
+	}
 	if req.DisplayName == nil {
 		// Nothing to change, but the device must still exist.
 		if _, err := a.Device(r); err != nil {
@@ -95,8 +98,12 @@ func (a *API) DeleteDevice(r *httpapi.Request) (any, error) {
 		return nil, err
 	}
 	dev := id.DeviceID(r.PathValue("deviceId"))
-	if resp, err := a.runPasswordUIA(r, purposeOf("delete_device", string(dev)), req.Auth); resp != nil || err != nil {
-		return resp, err
+	// Application services delete their users' devices without UIA (spec
+	// "Device management").
+	if r.Caller.AppService == "" {
+		if resp, err := a.runPasswordUIA(r, purposeOf("delete_device", string(dev)), req.Auth); resp != nil || err != nil {
+			return resp, err
+		}
 	}
 	if err := a.Accounts.DeleteDevice(r.Ctx(), r.Caller.UserID, dev); err != nil {
 		return nil, err
@@ -127,8 +134,10 @@ func (a *API) DeleteDevices(r *httpapi.Request) (any, error) {
 		return nil, err
 	}
 	devs := sortedUnique(*req.Devices)
-	if resp, err := a.runPasswordUIA(r, purposeOf("delete_devices", devs...), req.Auth); resp != nil || err != nil {
-		return resp, err
+	if r.Caller.AppService == "" { // no UIA for application services
+		if resp, err := a.runPasswordUIA(r, purposeOf("delete_devices", devs...), req.Auth); resp != nil || err != nil {
+			return resp, err
+		}
 	}
 	ids := make([]id.DeviceID, len(devs))
 	for i, d := range devs {

@@ -69,6 +69,9 @@ func (a *RoomsAPI) SetAlias(r *httpapi.Request) (any, error) {
 	if err := a.Rooms.ValidAlias(al); err != nil {
 		return nil, err
 	}
+	if err := a.AppServices.exclusiveAlias(al, r.Caller); err != nil {
+		return nil, err
+	}
 	room, ctx := id.RoomID(*body.RoomID), r.Ctx()
 	if _, err := a.Rooms.RoomVersion(ctx, room); err != nil {
 		return nil, httpapi.NotFound("room %s not found", room)
@@ -270,8 +273,9 @@ func (a *RoomsAPI) SetDirectoryVisibility(r *httpapi.Request) (any, error) {
 	return httpapi.Empty{}, nil
 }
 
-// publicRoomsQuery is a /publicRooms request (GET query or POST body).
-type publicRoomsQuery struct {
+// PublicRoomsQuery is a /publicRooms request (GET query or POST body; the
+// server-server API's has the same shape).
+type PublicRoomsQuery struct {
 	Limit              *int64 `json:"limit"`
 	Since              string `json:"since"`
 	IncludeAllNetworks bool   `json:"include_all_networks"`
@@ -288,7 +292,7 @@ const maxPublicRooms = 500
 // PublicRoomsGet serves GET /publicRooms.
 func (a *RoomsAPI) PublicRoomsGet(r *httpapi.Request) (any, error) {
 	qv := r.URL.Query()
-	var q publicRoomsQuery
+	var q PublicRoomsQuery
 	if qv.Has("limit") {
 		n, err := r.QueryInt("limit", 0, 0, 1<<31)
 		if err != nil {
@@ -310,7 +314,7 @@ func (a *RoomsAPI) PublicRoomsGet(r *httpapi.Request) (any, error) {
 
 // PublicRoomsPost serves POST /publicRooms.
 func (a *RoomsAPI) PublicRoomsPost(r *httpapi.Request) (any, error) {
-	var q publicRoomsQuery
+	var q PublicRoomsQuery
 	if err := r.DecodeJSON(&q); err != nil {
 		return nil, err
 	}
@@ -337,13 +341,22 @@ func parseDirectoryToken(s string) (byte, id.RoomID, error) {
 	return s[0], id.RoomID(b), nil
 }
 
-func (a *RoomsAPI) publicRooms(r *httpapi.Request, q publicRoomsQuery) (any, error) {
+func (a *RoomsAPI) publicRooms(r *httpapi.Request, q PublicRoomsQuery) (any, error) {
 	if server := r.URL.Query().Get("server"); server != "" && server != a.ServerName {
 		if strings.ContainsAny(server, "/ \x00@#!") {
 			return nil, httpapi.InvalidParam("invalid server name %q", server)
 		}
-		return nil, errRemoteDirectory
+		if a.RemotePublicRooms == nil {
+			return nil, errRemoteDirectory
+		}
+		return a.RemotePublicRooms(r.Ctx(), server, q)
 	}
+	return a.ListPublicRooms(r.Ctx(), q)
+}
+
+// ListPublicRooms answers a directory query from this server's directory
+// (for our clients and, through federation, for other servers).
+func (a *RoomsAPI) ListPublicRooms(ctx context.Context, q PublicRoomsQuery) (any, error) {
 	if q.IncludeAllNetworks && q.ThirdPartyInstance != "" {
 		return nil, httpapi.InvalidParam("third_party_instance_id can only be used when include_all_networks is false")
 	}
@@ -359,14 +372,25 @@ func (a *RoomsAPI) publicRooms(r *httpapi.Request, q publicRoomsQuery) (any, err
 		limit = int(*q.Limit)
 	}
 	resp := map[string]any{"chunk": []*rooms.PublicRoom{}}
-	if q.ThirdPartyInstance != "" {
-		// No application service bridges a third-party network here, so no
-		// room belongs to one.
-		resp["total_room_count_estimate"] = 0
-		return resp, nil
+	var all []id.RoomID
+	var err error
+	switch {
+	case q.ThirdPartyInstance != "":
+		// Only the rooms an application service published for that network.
+		all, err = a.Rooms.NetworkRooms(ctx, q.ThirdPartyInstance)
+	case q.IncludeAllNetworks:
+		all, err = a.Rooms.PublishedRooms(ctx)
+		if err == nil {
+			var nets []id.RoomID
+			if nets, err = a.Rooms.NetworkRooms(ctx, ""); err == nil {
+				all = append(all, nets...)
+				slices.Sort(all)
+				all = slices.Compact(all)
+			}
+		}
+	default:
+		all, err = a.Rooms.PublishedRooms(ctx)
 	}
-	ctx := r.Ctx()
-	all, err := a.Rooms.PublishedRooms(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -19,8 +19,11 @@ var (
 // Versions serves GET /_matrix/client/versions.
 func (a *API) Versions(r *httpapi.Request) (any, error) {
 	return map[string]any{
-		"versions":          SpecVersions,
-		"unstable_features": map[string]bool{},
+		"versions": SpecVersions,
+		"unstable_features": map[string]bool{
+			"org.matrix.msc3814": true, // dehydrated devices (dehydrated.go)
+			"org.matrix.msc4222": true, // use_state_after / state_after in /sync (v1.16)
+		},
 	}, nil
 }
 

@@ -57,24 +57,51 @@ func (a *DiscoveryAPI) TurnServer(r *httpapi.Request) (any, error) {
 	}, nil
 }
 
-// Third-party lookups: Cirrus has no application services bridging other
-// networks, so it knows no protocol and finds nothing.
+// Third-party lookups go to the application services that declared the
+// protocol (appservice.go); without one, no protocol is known and nothing
+// is found.
 
 // ThirdPartyProtocols serves GET /_matrix/client/v3/thirdparty/protocols.
 func (a *DiscoveryAPI) ThirdPartyProtocols(r *httpapi.Request) (any, error) {
+	if v, err := a.AppServices.thirdParty(r.Ctx(), "protocols", "", nil); err != nil || v != nil {
+		return v, err
+	}
 	return httpapi.Empty{}, nil
 }
 
 // ThirdPartyProtocol serves GET /_matrix/client/v3/thirdparty/protocol/{protocol}
 // and the location and user lookups within a protocol.
 func (a *DiscoveryAPI) ThirdPartyProtocol(r *httpapi.Request) (any, error) {
-	return nil, httpapi.NotFound("unknown protocol %q", r.PathValue("protocol"))
+	p := r.PathValue("protocol")
+	kind := "protocol"
+	switch {
+	case strings.Contains(r.URL.Path, "/thirdparty/location/"):
+		kind = "location"
+	case strings.Contains(r.URL.Path, "/thirdparty/user/"):
+		kind = "user"
+	}
+	if a.AppServices != nil && len(a.AppServices.Registry.WithProtocol(p)) > 0 {
+		v, err := a.AppServices.thirdParty(r.Ctx(), kind, p, r.URL.Query())
+		if err != nil {
+			return nil, err
+		}
+		if v != nil {
+			return v, nil
+		}
+		if kind != "protocol" {
+			return []any{}, nil // the protocol exists; its services found nothing
+		}
+	}
+	return nil, httpapi.NotFound("unknown protocol %q", p)
 }
 
 // ThirdPartyLocationByAlias serves GET /_matrix/client/v3/thirdparty/location.
 func (a *DiscoveryAPI) ThirdPartyLocationByAlias(r *httpapi.Request) (any, error) {
 	if r.URL.Query().Get("alias") == "" {
 		return nil, httpapi.MissingParam("alias is required")
+	}
+	if v, err := a.AppServices.thirdParty(r.Ctx(), "location-alias", "", r.URL.Query()); err != nil || v != nil {
+		return v, err
 	}
 	return nil, httpapi.NotFound("no third-party location for this alias")
 }
@@ -83,6 +110,9 @@ func (a *DiscoveryAPI) ThirdPartyLocationByAlias(r *httpapi.Request) (any, error
 func (a *DiscoveryAPI) ThirdPartyUserByID(r *httpapi.Request) (any, error) {
 	if r.URL.Query().Get("userid") == "" {
 		return nil, httpapi.MissingParam("userid is required")
+	}
+	if v, err := a.AppServices.thirdParty(r.Ctx(), "user-id", "", r.URL.Query()); err != nil || v != nil {
+		return v, err
 	}
 	return nil, httpapi.NotFound("no third-party user for this user ID")
 }

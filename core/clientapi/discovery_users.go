@@ -28,6 +28,9 @@ type DiscoveryConfig struct {
 	TurnURIs         []string
 	TurnSharedSecret string
 	TurnTTL          time.Duration
+	// PolicyServerKeys are the public keys (algorithm → unpadded base64)
+	// /.well-known/matrix/policy_server publishes (empty: 404).
+	PolicyServerKeys map[string]string
 }
 
 // SupportContact is one entry of /.well-known/matrix/support's contacts.
@@ -50,6 +53,12 @@ type DiscoveryAPI struct {
 	// RoomsAPI serves the state and timeline reads a room initial sync is
 	// made of.
 	RoomsAPI *RoomsAPI
+	// AppServices answers third-party lookups (nil: none configured).
+	AppServices *AppServiceAPI
+	// RemoteHierarchy, if set, asks one of servers for a space this
+	// server does not hold (federation /hierarchy): the hierarchy and
+	// room summary endpoints use it for such rooms.
+	RemoteHierarchy func(ctx context.Context, servers []string, room id.RoomID, suggestedOnly bool) (*RemoteSpace, error)
 }
 
 func (a *DiscoveryAPI) now() time.Time {

@@ -62,6 +62,9 @@ func (a *RoomsAPI) Send(r *httpapi.Request) (any, error) {
 		return nil, err
 	}
 	ne := rooms.NewEvent{Type: typ, Sender: r.Caller.UserID, Content: c, TxnID: txn, Device: r.Caller.DeviceID}
+	if ne.TS, err = massagedTS(r); err != nil { // appservice.go
+		return nil, err
+	}
 	if typ == "m.room.redaction" {
 		var rc struct {
 			Redacts id.EventID `json:"redacts"`
@@ -119,7 +122,11 @@ func (a *RoomsAPI) PutState(r *httpapi.Request) (any, error) {
 			return nil, err
 		}
 	}
-	eid, err := a.Rooms.Send(ctx, room, rooms.NewEvent{Type: typ, StateKey: &skey, Sender: me, Content: c})
+	ts, err := massagedTS(r) // appservice.go
+	if err != nil {
+		return nil, err
+	}
+	eid, err := a.Rooms.Send(ctx, room, rooms.NewEvent{Type: typ, StateKey: &skey, Sender: me, Content: c, TS: ts})
 	if err != nil {
 		return nil, err
 	}
@@ -393,12 +400,26 @@ func (a *RoomsAPI) Messages(r *httpapi.Request) (any, error) {
 		cursor = start // and forward above it
 	}
 	endSeq, more := start, true
+	// Reaching the start of our copy of a room joined over federation, ask
+	// the room's other servers for what came before (once per request).
+	backfilled := false
+	backfill := func() bool {
+		if d != rooms.Backward || bound != 0 || backfilled || a.Backfill == nil {
+			return false
+		}
+		backfilled = true
+		n, err := a.Backfill(ctx, room, max(int(limit)-len(chunk), 20))
+		return err == nil && n > 0
+	}
 	for len(chunk) < int(limit) && more {
 		page, err := a.Rooms.Timeline(ctx, room, d, cursor, bound, int(limit)-len(chunk))
 		if err != nil {
 			return nil, err
 		}
 		if len(page.Events) == 0 {
+			if backfill() {
+				continue
+			}
 			more = false
 			break
 		}
@@ -421,7 +442,7 @@ func (a *RoomsAPI) Messages(r *httpapi.Request) (any, error) {
 				chunk = append(chunk, ev)
 			}
 		}
-		more = page.Next != 0
+		more = page.Next != 0 || backfill()
 	}
 	out, err := a.Rooms.Format(ctx, chunk, viewer(r))
 	if err != nil {

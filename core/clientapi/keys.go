@@ -90,7 +90,7 @@ func (k *KeysAPI) QueryKeys(r *httpapi.Request) (any, error) {
 		}
 		want[u] = devs
 	}
-	return k.Keys.Query(r.Ctx(), r.Caller.UserID, want)
+	return k.Keys.Query(r.Ctx(), r.Caller.UserID, want, keys.RemoteTimeout(req.Timeout))
 }
 
 // ClaimKeys serves POST /_matrix/client/v3/keys/claim.
@@ -113,7 +113,7 @@ func (k *KeysAPI) ClaimKeys(r *httpapi.Request) (any, error) {
 		}
 		want[u] = devs
 	}
-	return k.Keys.Claim(r.Ctx(), want)
+	return k.Keys.Claim(r.Ctx(), want, keys.RemoteTimeout(req.Timeout))
 }
 
 // KeyChanges serves GET /_matrix/client/v3/keys/changes. It takes the

@@ -76,6 +76,9 @@ func (a *API) lookupProfile(r *httpapi.Request) (accounts.Profile, error) {
 		return out, nil
 	}
 	p, err := a.Accounts.GetProfile(r.Ctx(), u)
+	if err == nil && !p.Exists && a.AppServices.queryUser(r.Ctx(), u) {
+		p, err = a.Accounts.GetProfile(r.Ctx(), u) // an application service created it just now
+	}
 	if err != nil {
 		return nil, err
 	}

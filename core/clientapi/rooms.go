@@ -19,6 +19,19 @@ type RoomsAPI struct {
 	// Ignored, if set, returns the users a user ignores (m.ignored_user_list):
 	// their non-state events are left out of /messages.
 	Ignored func(ctx context.Context, u id.UserID) (map[id.UserID]bool, error)
+	// Backfill, if set, fetches up to limit events older than the start of
+	// our copy of a room from other servers (federation); it returns how
+	// many it stored below the earliest one.
+	Backfill func(ctx context.Context, r id.RoomID, limit int) (int, error)
+	// RemotePublicRooms, if set, asks another server for its room
+	// directory (/publicRooms?server=).
+	RemotePublicRooms func(ctx context.Context, server string, q PublicRoomsQuery) (any, error)
+	// RemoteTimestamp, if set, asks the room's other servers for the event
+	// closest to ts (/timestamp_to_event in a room known here only in part).
+	RemoteTimestamp func(ctx context.Context, r id.RoomID, ts int64, dir byte) (id.EventID, int64, bool, error)
+	// AppServices enforces application services' exclusive alias
+	// namespaces (nil: none configured).
+	AppServices *AppServiceAPI
 }
 
 // ignoredBy returns the users u ignores (none without an Ignored hook).
@@ -129,6 +142,9 @@ func (a *RoomsAPI) CreateRoom(r *httpapi.Request) (any, error) {
 		if err := a.Rooms.ValidAlias(cr.Alias); err != nil {
 			return nil, err
 		}
+		if err := a.AppServices.exclusiveAlias(cr.Alias, r.Caller); err != nil {
+			return nil, err
+		}
 	}
 	if a.Rooms.Profile != nil {
 		name, avatar := a.Rooms.Profile(r.Ctx(), r.Caller.UserID)
@@ -208,17 +224,31 @@ func (a *RoomsAPI) join(r *httpapi.Request, room id.RoomID, servers []string) (a
 	return map[string]id.RoomID{"room_id": room}, nil
 }
 
-// Knock serves POST /knock/{roomIdOrAlias}.
+// Knock serves POST /knock/{roomIdOrAlias}. A room on another server is
+// knocked on through the servers named by via (or the deprecated
+// server_name), or those the alias's server names.
 func (a *RoomsAPI) Knock(r *httpapi.Request) (any, error) {
-	room, err := a.resolveRoom(r.Ctx(), r.PathValue("roomIdOrAlias"))
-	if err != nil {
-		return nil, err
+	s := r.PathValue("roomIdOrAlias")
+	servers := append(r.URL.Query()["via"], r.URL.Query()["server_name"]...)
+	var room id.RoomID
+	if strings.HasPrefix(s, "#") {
+		rid, more, err := a.Rooms.ResolveAliasServers(r.Ctx(), id.RoomAlias(s))
+		if err != nil {
+			return nil, err
+		}
+		room, servers = rid, append(servers, more...)
+	} else {
+		rid, err := a.resolveRoom(r.Ctx(), s)
+		if err != nil {
+			return nil, err
+		}
+		room = rid
 	}
 	var body reasonBody
 	if err := r.DecodeOptionalJSON(&body); err != nil {
 		return nil, err
 	}
-	if err := a.Rooms.Knock(r.Ctx(), room, r.Caller.UserID, body.Reason); err != nil {
+	if err := a.Rooms.KnockVia(r.Ctx(), room, r.Caller.UserID, body.Reason, servers); err != nil {
 		return nil, err
 	}
 	return map[string]id.RoomID{"room_id": room}, nil

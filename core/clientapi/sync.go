@@ -51,7 +51,9 @@ func (a *SyncAPI) Sync(r *httpapi.Request) (any, error) {
 		return nil, httpapi.InvalidParam("set_presence must be online, unavailable or offline")
 	}
 	switch v := q.Get("use_state_after"); v {
-	case "", "false", "true": // state_after is not supported: clients fall back to state
+	case "", "false":
+	case "true":
+		req.UseStateAfter = true
 	default:
 		return nil, httpapi.InvalidParam("use_state_after must be true or false")
 	}

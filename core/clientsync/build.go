@@ -34,10 +34,18 @@ func (r *run) initial(ctx context.Context, tdStart int64) (*Response, error) {
 			return nil, err
 		}
 	}
+	if r.st.presence != nil {
+		if w.head.Presence, err = s.head(ctx, r.st.presence); err != nil {
+			return nil, err
+		}
+	}
 	if err := r.loadMemberships(ctx); err != nil {
 		return nil, err
 	}
 	if err := r.scanToDevice(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.initialPresence(ctx); err != nil {
 		return nil, err
 	}
 	resp, _, err := r.build(ctx)
@@ -237,6 +245,9 @@ func (r *run) build(ctx context.Context) (*Response, bool, error) {
 		}
 	}
 	if err := r.addUnread(ctx, resp, unreadRooms); err != nil {
+		return nil, false, err
+	}
+	if err := r.addPresence(ctx, resp); err != nil {
 		return nil, false, err
 	}
 	if len(w.toDevice) > 0 || initial {

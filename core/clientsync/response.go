@@ -10,6 +10,7 @@ import (
 type Response struct {
 	NextBatch   string     `json:"next_batch"`
 	AccountData *EventList `json:"account_data,omitempty"`
+	Presence    *EventList `json:"presence,omitempty"`
 	ToDevice    *EventList `json:"to_device,omitempty"`
 	Rooms       *Rooms     `json:"rooms,omitempty"`
 	// The E2EE parts, present only with a DeviceListSource.
@@ -78,12 +79,17 @@ type Summary struct {
 
 // JoinedRoom is one room of rooms.join.
 type JoinedRoom struct {
-	Summary             *Summary  `json:"summary,omitempty"`
-	State               EventList `json:"state"`
-	Timeline            Timeline  `json:"timeline"`
-	Ephemeral           EventList `json:"ephemeral"`
-	AccountData         EventList `json:"account_data"`
-	UnreadNotifications *Unread   `json:"unread_notifications,omitempty"`
+	Summary *Summary  `json:"summary,omitempty"`
+	State   EventList `json:"state"`
+	// StateAfter replaces State when the request set use_state_after.
+	StateAfter          *EventList `json:"state_after,omitempty"`
+	Timeline            Timeline   `json:"timeline"`
+	Ephemeral           EventList  `json:"ephemeral"`
+	AccountData         EventList  `json:"account_data"`
+	UnreadNotifications *Unread    `json:"unread_notifications,omitempty"`
+	// UnreadThreadNotifications are the per-thread counts (only with the
+	// filter's unread_thread_notifications; threads without any left out).
+	UnreadThreadNotifications map[id.EventID]*Unread `json:"unread_thread_notifications,omitempty"`
 }
 
 // InvitedRoom is one room of rooms.invite.
@@ -98,14 +104,17 @@ type KnockedRoom struct {
 
 // LeftRoom is one room of rooms.leave.
 type LeftRoom struct {
-	State       EventList `json:"state"`
-	Timeline    Timeline  `json:"timeline"`
-	AccountData EventList `json:"account_data"`
+	State EventList `json:"state"`
+	// StateAfter replaces State when the request set use_state_after.
+	StateAfter  *EventList `json:"state_after,omitempty"`
+	Timeline    Timeline   `json:"timeline"`
+	AccountData EventList  `json:"account_data"`
 }
 
 // empty reports whether the response carries nothing new.
 func (r *Response) empty() bool {
-	if r.AccountData != nil && len(r.AccountData.Events) > 0 || r.ToDevice != nil && len(r.ToDevice.Events) > 0 {
+	if r.AccountData != nil && len(r.AccountData.Events) > 0 || r.ToDevice != nil && len(r.ToDevice.Events) > 0 ||
+		r.Presence != nil && len(r.Presence.Events) > 0 {
 		return false
 	}
 	if r.DeviceLists != nil && (len(r.DeviceLists.Changed) > 0 || len(r.DeviceLists.Left) > 0) {
@@ -118,4 +127,30 @@ func (r *Response) empty() bool {
 func newRooms() *Rooms {
 	return &Rooms{Join: map[id.RoomID]*JoinedRoom{}, Invite: map[id.RoomID]*InvitedRoom{},
 		Knock: map[id.RoomID]*KnockedRoom{}, Leave: map[id.RoomID]*LeftRoom{}}
+}
+
+// MarshalJSON leaves out state when state_after is given (the spec says
+// a server MUST omit one of them).
+func (j *JoinedRoom) MarshalJSON() ([]byte, error) {
+	type plain JoinedRoom
+	return withoutStateIfAfter((*plain)(j), j.StateAfter != nil)
+}
+
+// MarshalJSON leaves out state when state_after is given.
+func (l *LeftRoom) MarshalJSON() ([]byte, error) {
+	type plain LeftRoom
+	return withoutStateIfAfter((*plain)(l), l.StateAfter != nil)
+}
+
+func withoutStateIfAfter(v any, after bool) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil || !after {
+		return b, err
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	delete(m, "state")
+	return json.Marshal(m)
 }

@@ -100,6 +100,16 @@ func (r *run) joinedRoom(ctx context.Context, rc *roomCtx) (*JoinedRoom, error) 
 	}
 	var state []*rooms.Event
 	switch {
+	case r.req.UseStateAfter:
+		endSeq := topSeq
+		if endSeq == 0 {
+			if endSeq, err = r.s.Rooms.SeqAtPos(ctx, rc.room, r.w.head.Events); err != nil {
+				return nil, err
+			}
+		}
+		if jr.StateAfter, err = r.stateAfterList(ctx, rc.room, endSeq, full, r.lazyWanted(timeline, heroes, full)); err != nil {
+			return nil, err
+		}
 	case full:
 		if topSeq == 0 && len(timeline) == 0 {
 			if topSeq, err = r.s.Rooms.SeqAtPos(ctx, rc.room, r.w.head.Events); err != nil {
@@ -126,7 +136,8 @@ func (r *run) joinedRoom(ctx context.Context, rc *roomCtx) (*JoinedRoom, error) 
 	}
 	jr.AccountData = r.roomAccountData(rc)
 	if !full && len(jr.Timeline.Events) == 0 && len(jr.State.Events) == 0 && len(jr.Ephemeral.Events) == 0 &&
-		len(jr.AccountData.Events) == 0 && jr.Summary == nil {
+		len(jr.AccountData.Events) == 0 && jr.Summary == nil && !r.w.unread[rc.room] &&
+		(jr.StateAfter == nil || len(jr.StateAfter.Events) == 0) {
 		return nil, nil
 	}
 	return jr, nil
@@ -166,6 +177,13 @@ func (r *run) leftRoom(ctx context.Context, rc *roomCtx, archived bool) (*LeftRo
 	}
 	if err != nil {
 		return nil, err
+	}
+	if r.req.UseStateAfter {
+		full := archived || r.req.FullState || rc.before.m != "join"
+		if lr.StateAfter, err = r.stateAfterList(ctx, rc.room, leaveEv.Seq, full, r.lazyWanted(timeline, nil, full)); err != nil {
+			return nil, err
+		}
+		state = nil
 	}
 	if lr.State.Events, err = r.format(ctx, state); err != nil {
 		return nil, err
@@ -316,6 +334,54 @@ func (r *run) lazyWanted(timeline []*rooms.Event, heroes []id.UserID, full bool)
 		want[r.me()] = true
 	}
 	return want
+}
+
+// stateAfterList is state_after: the room's state at room sequence endSeq
+// (the end of the timeline) — all of it when full, else what changed
+// since the token — through the state and lazy-loading filters.
+func (r *run) stateAfterList(ctx context.Context, room id.RoomID, endSeq int64, full bool, lazy map[id.UserID]bool) (*EventList, error) {
+	list := newList()
+	end, err := r.eventAtSeq(ctx, room, endSeq)
+	if err != nil || end == nil {
+		return &list, err
+	}
+	endIDs, err := r.s.Rooms.StateIDsAt(ctx, end, true)
+	if err != nil {
+		return nil, err
+	}
+	before := map[pdu.StateKey]id.EventID{}
+	if !full {
+		sinceSeq, err := r.s.Rooms.SeqAtPos(ctx, room, r.w.since.Events)
+		if err != nil {
+			return nil, err
+		}
+		if ev, err := r.eventAtSeq(ctx, room, sinceSeq); err != nil {
+			return nil, err
+		} else if ev != nil {
+			if before, err = r.s.Rooms.StateIDsAt(ctx, ev, true); err != nil {
+				return nil, err
+			}
+		}
+	}
+	var want []id.EventID
+	for k, v := range endIDs {
+		switch {
+		case before[k] != v && (!full || k.Type != "m.room.member" || lazy == nil || lazy[id.UserID(k.StateKey)]):
+			// Changed since the token (every member change), or, for a
+			// full state, wanted by lazy loading.
+			want = append(want, v)
+		case !full && k.Type == "m.room.member" && lazy[id.UserID(k.StateKey)]:
+			want = append(want, v) // a timeline sender's member event
+		}
+	}
+	evs, err := r.loadState(ctx, want)
+	if err != nil {
+		return nil, err
+	}
+	if list.Events, err = r.format(ctx, evs); err != nil {
+		return nil, err
+	}
+	return &list, nil
 }
 
 // stateAtStart is the room's whole state before the first timeline event
@@ -473,6 +539,15 @@ func (r *run) strippedState(ctx context.Context, ev *rooms.Event) (EventList, er
 	if err != nil {
 		return list, err
 	}
+	if len(ids) == 0 {
+		// A room only other servers hold: the preview is what the
+		// inviting or knocked-on server sent with the membership event.
+		if pre := remotePreview(ev.PDU); len(pre) > 0 {
+			list.Events = append(list.Events, pre...)
+			list.Events = append(list.Events, strip(ev))
+			return list, nil
+		}
+	}
 	var want []id.EventID
 	for _, typ := range []string{"m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar",
 		"m.room.canonical_alias", "m.room.encryption", "m.room.topic"} {
@@ -485,15 +560,36 @@ func (r *run) strippedState(ctx context.Context, ev *rooms.Event) (EventList, er
 		return list, err
 	}
 	for _, e := range append(evs, ev) {
-		b, _ := json.Marshal(struct {
-			Type     string          `json:"type"`
-			StateKey *string         `json:"state_key"`
-			Sender   id.UserID       `json:"sender"`
-			Content  json.RawMessage `json:"content"`
-		}{e.Type, e.StateKey, e.Sender, e.Content})
-		list.Events = append(list.Events, b)
+		list.Events = append(list.Events, strip(e))
 	}
 	return list, nil
+}
+
+// strip is an event reduced to what a room preview shows.
+func strip(e *rooms.Event) json.RawMessage {
+	b, _ := json.Marshal(struct {
+		Type     string          `json:"type"`
+		StateKey *string         `json:"state_key"`
+		Sender   id.UserID       `json:"sender"`
+		Content  json.RawMessage `json:"content"`
+	}{e.Type, e.StateKey, e.Sender, e.Content})
+	return b
+}
+
+// remotePreview is the stripped state another server sent with an invite
+// or in answer to a knock, kept in the membership event's unsigned
+// (core/federation).
+func remotePreview(raw []byte) []json.RawMessage {
+	var f struct {
+		Unsigned struct {
+			Invite []json.RawMessage `json:"invite_room_state"`
+			Knock  []json.RawMessage `json:"knock_room_state"`
+		} `json:"unsigned"`
+	}
+	if json.Unmarshal(raw, &f) != nil {
+		return nil
+	}
+	return append(f.Unsigned.Invite, f.Unsigned.Knock...)
 }
 
 // ephemeral fills a joined room's typing and receipts.

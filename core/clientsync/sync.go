@@ -61,6 +61,10 @@ type Service struct {
 	// the key of its stream's counter, for the Waker.
 	DeviceLists       DeviceListSource
 	DeviceListCounter table.Key
+	// Presence, if set, is the stream of presence changes (PresenceChanged
+	// appends to it): incremental syncs report the presence of users who
+	// share a room with the user.
+	Presence *stream.Stream
 	// Unread, if set, gives the unread counts the push rules recorded
 	// (unread.go); without it they are estimated by scanning the timeline.
 	Unread UnreadSource
@@ -86,6 +90,9 @@ type Request struct {
 	Filter *filter.Filter
 	// SetPresence is online (the default), unavailable or offline.
 	SetPresence string
+	// UseStateAfter asks for state_after (the state up to the end of the
+	// timeline) instead of state (up to its start).
+	UseStateAfter bool
 }
 
 func (s *Service) now() time.Time {
@@ -105,6 +112,7 @@ func (s *Service) log() *slog.Logger {
 // streams are the streams one request reads.
 type streams struct {
 	events, accountData, receipts, typing, toDevice *stream.Stream
+	presence                                        *stream.Stream // nil without presence
 }
 
 func (s *Service) streamsFor(u id.UserID, d id.DeviceID) streams {
@@ -114,6 +122,7 @@ func (s *Service) streamsFor(u id.UserID, d id.DeviceID) streams {
 		receipts:    s.Ephemeral.Receipts,
 		typing:      s.Ephemeral.Typing,
 		toDevice:    s.Ephemeral.ToDeviceStream(u, d),
+		presence:    s.Presence,
 	}
 }
 
@@ -125,6 +134,10 @@ func (s *Service) counterKeys(st streams) ([]table.Key, []Kind) {
 	if s.DeviceLists != nil && s.DeviceListCounter.PK != "" {
 		keys = append(keys, s.DeviceListCounter)
 		kinds = append(kinds, KindDeviceLists)
+	}
+	if st.presence != nil {
+		keys = append(keys, st.presence.CounterKey())
+		kinds = append(kinds, KindPresence)
 	}
 	return keys, kinds
 }
@@ -232,6 +245,8 @@ func (s *Service) checkToken(ctx context.Context, t Token, keys []table.Key, kin
 			pos = t.ToDevice
 		case KindDeviceLists:
 			pos = t.DeviceLists
+		case KindPresence:
+			pos = t.Presence
 		}
 		if pos > latest[k] {
 			return httpapi.InvalidParam("since token is not one this server issued")

@@ -6,7 +6,7 @@ import (
 )
 
 // Token is a /sync position: one position per stream the response covers,
-// written s<events>_<accountdata>_<receipts>_<typing>_<todevice>_<devicelists>.
+// written s<events>_<accountdata>_<receipts>_<typing>_<todevice>_<devicelists>_<presence>.
 // events is the global room event stream (core/rooms), accountdata the
 // user's own account data stream, receipts and typing the global ephemeral
 // streams, todevice the device's own inbox and devicelists the E2EE
@@ -23,17 +23,19 @@ type Token struct {
 	Typing      int64
 	ToDevice    int64
 	DeviceLists int64
+	// Presence is the presence stream (0 without one).
+	Presence int64
 }
 
 // tokenParts is how many numbers a token carries; tokens without the last
-// one (device lists) are accepted.
-const tokenParts = 6
+// ones (device lists, presence) are accepted.
+const tokenParts = 7
 
 // String formats the token.
 func (t Token) String() string {
 	var b strings.Builder
 	b.WriteByte('s')
-	for i, p := range []int64{t.Events, t.AccountData, t.Receipts, t.Typing, t.ToDevice, t.DeviceLists} {
+	for i, p := range []int64{t.Events, t.AccountData, t.Receipts, t.Typing, t.ToDevice, t.DeviceLists, t.Presence} {
 		if i > 0 {
 			b.WriteByte('_')
 		}
@@ -48,10 +50,10 @@ func ParseToken(s string) (t Token, ok bool) {
 		return Token{}, false
 	}
 	fields := strings.Split(s[1:], "_")
-	if len(fields) != tokenParts && len(fields) != tokenParts-1 {
+	if len(fields) < tokenParts-2 || len(fields) > tokenParts {
 		return Token{}, false
 	}
-	ptrs := []*int64{&t.Events, &t.AccountData, &t.Receipts, &t.Typing, &t.ToDevice, &t.DeviceLists}
+	ptrs := []*int64{&t.Events, &t.AccountData, &t.Receipts, &t.Typing, &t.ToDevice, &t.DeviceLists, &t.Presence}
 	for i, f := range fields {
 		if f == "" || len(f) > 18 || (len(f) > 1 && f[0] == '0') || strings.Trim(f, "0123456789") != "" {
 			return Token{}, false

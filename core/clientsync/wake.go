@@ -24,7 +24,8 @@ const (
 	KindTyping
 	KindToDevice
 	KindDeviceLists
-	KindAll = KindEvents | KindAccountData | KindReceipts | KindTyping | KindToDevice | KindDeviceLists
+	KindPresence
+	KindAll = KindEvents | KindAccountData | KindReceipts | KindTyping | KindToDevice | KindDeviceLists | KindPresence
 )
 
 // Notifier wakes the /sync requests waiting in this process. Writers call
@@ -38,6 +39,7 @@ type Notifier struct {
 	// streams (the others have fixed names or per-user prefixes).
 	EventsStream      string
 	DeviceListsStream string
+	PresenceStream    string
 }
 
 // Subscription is one waiting request.
@@ -105,6 +107,8 @@ func (n *Notifier) Notify(stream string) {
 		k = KindTyping
 	case stream == n.DeviceListsStream && stream != "":
 		k = KindDeviceLists
+	case stream == n.PresenceStream && stream != "":
+		k = KindPresence
 	case strings.HasPrefix(stream, userdata.StreamPrefix):
 		k = KindAccountData
 	case strings.HasPrefix(stream, ephemeral.ToDeviceStreamPrefix):

@@ -40,6 +40,10 @@ type window struct {
 	ad       []userdata.AccountDataRef
 	receipts []ephemeral.Receipt
 	typing   map[id.RoomID]bool
+	// presence are users whose presence changed.
+	presence map[id.UserID]bool
+	// unread are rooms whose unread counts changed (UnreadChangedType).
+	unread   map[id.RoomID]bool
 	toDevice []ephemeral.ToDeviceMessage
 	dl       struct{ changed, left map[id.UserID]bool }
 	// more is set when a read stopped at a limit: answer now.
@@ -56,14 +60,14 @@ type window struct {
 func newWindow(since Token, tdStart int64) *window {
 	h := since
 	h.ToDevice = tdStart
-	w := &window{since: since, head: h, typing: map[id.RoomID]bool{}}
+	w := &window{since: since, head: h, typing: map[id.RoomID]bool{}, unread: map[id.RoomID]bool{}, presence: map[id.UserID]bool{}}
 	w.dl.changed, w.dl.left = map[id.UserID]bool{}, map[id.UserID]bool{}
 	return w
 }
 
 // news reports whether anything read may concern the user.
 func (w *window) news() bool {
-	return len(w.events) > 0 || len(w.ad) > 0 || len(w.receipts) > 0 || len(w.typing) > 0 ||
+	return len(w.events) > 0 || len(w.ad) > 0 || len(w.receipts) > 0 || len(w.typing) > 0 || len(w.unread) > 0 || len(w.presence) > 0 ||
 		len(w.toDevice) > 0 || len(w.dl.changed) > 0 || len(w.dl.left) > 0
 }
 
@@ -84,6 +88,8 @@ func (w *window) heads(kinds []Kind) []int64 {
 			out[i] = w.head.ToDevice
 		case KindDeviceLists:
 			out[i] = w.head.DeviceLists
+		case KindPresence:
+			out[i] = w.head.Presence
 		}
 	}
 	return out
@@ -158,6 +164,11 @@ func (r *run) scan(ctx context.Context, k Kind) error {
 	}
 	if k&KindDeviceLists != 0 {
 		if err := r.scanDeviceLists(ctx); err != nil {
+			return err
+		}
+	}
+	if k&KindPresence != 0 && r.st.presence != nil {
+		if err := r.scanPresence(ctx); err != nil {
 			return err
 		}
 	}
@@ -253,6 +264,10 @@ func (r *run) scanAccountData(ctx context.Context) error {
 		var ref userdata.AccountDataRef
 		if err := json.Unmarshal(e.Data, &ref); err != nil {
 			return err
+		}
+		if ref.Type == UnreadChangedType {
+			w.unread[ref.RoomID] = true
+			return nil
 		}
 		for i, have := range w.ad {
 			if have == ref {

@@ -44,6 +44,14 @@ type Service struct {
 	// Notify, if set, is called after a change is committed to the named
 	// stream (wakes /sync waiters in this process).
 	Notify func(stream string)
+	// OnLocalTyping and OnLocalReceipt, if set, are called after a local
+	// user's typing notice or public receipt is committed (the federation
+	// EDUs to the room's other servers go out from them; remote.go).
+	OnLocalTyping  func(ctx context.Context, r id.RoomID, u id.UserID, typing bool, timeout time.Duration)
+	OnLocalReceipt func(ctx context.Context, rc Receipt)
+	// SendEDU, if set, queues an EDU for other servers: to-device
+	// messages for their users leave through it (todevice.go).
+	SendEDU func(ctx context.Context, destinations []string, typ string, content any) error
 }
 
 // New builds the service.

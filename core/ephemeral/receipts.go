@@ -48,6 +48,12 @@ func (r *Receipt) Private() bool { return r.Type == ReceiptReadPrivate }
 // the event at room sequence seq. A receipt never moves backwards: one for an
 // earlier (or the same) event is accepted and ignored.
 func (s *Service) PutReceipt(ctx context.Context, r id.RoomID, u id.UserID, typ, thread string, ev id.EventID, seq int64) error {
+	return s.putReceipt(ctx, Receipt{RoomID: r, UserID: u, Type: typ, ThreadID: thread, EventID: ev, Seq: seq})
+}
+
+// putReceipt stores a receipt (TS zero: now).
+func (s *Service) putReceipt(ctx context.Context, in Receipt) error {
+	r, u, typ, thread, seq := in.RoomID, in.UserID, in.Type, in.ThreadID, in.Seq
 	k := receiptKey(r, typ, thread, u)
 	for attempt := 0; attempt < 20; attempt++ {
 		cond := table.IfNotExists()
@@ -67,7 +73,10 @@ func (s *Service) PutReceipt(ctx context.Context, r id.RoomID, u id.UserID, typ,
 			}
 			cond, version = table.IfVersion(it.Version), it.Version
 		}
-		rc := Receipt{RoomID: r, UserID: u, Type: typ, ThreadID: thread, EventID: ev, TS: s.Now().UnixMilli(), Seq: seq}
+		rc := in
+		if rc.TS == 0 {
+			rc.TS = s.Now().UnixMilli()
+		}
 		d, _ := json.Marshal(rc)
 		_, err = s.Receipts.Append(ctx, func(pos int64) ([]byte, []table.Op, error) {
 			return d, []table.Op{table.Put(table.Item{PK: k.PK, SK: k.SK, Data: d, Num: pos, Version: version + 1}, cond)}, nil
@@ -80,6 +89,7 @@ func (s *Service) PutReceipt(ctx context.Context, r id.RoomID, u id.UserID, typ,
 			return err
 		}
 		s.notify(s.Receipts.Name)
+		s.localReceipt(ctx, rc)
 		return nil
 	}
 	return httpapi.LimitExceeded(100).With("error", "receipts are changing too fast")

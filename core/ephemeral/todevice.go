@@ -2,6 +2,8 @@ package ephemeral
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,12 +54,31 @@ type target struct {
 	msg    []byte
 }
 
+// EDUDirectToDevice is the EDU type of to-device messages between servers.
+const EDUDirectToDevice = "m.direct_to_device"
+
+// DirectToDevice is the content of an m.direct_to_device EDU.
+type DirectToDevice struct {
+	Sender    id.UserID                                     `json:"sender"`
+	Type      string                                        `json:"type"`
+	MessageID string                                        `json:"message_id"`
+	Messages  map[id.UserID]map[id.DeviceID]json.RawMessage `json:"messages"`
+}
+
+// The record of a to-device message received from another server, claimed
+// in the delivery transaction so a repeated EDU delivers nothing:
+//
+//	fedtodevice#<origin> / <sender>\x1f<message_id>   ttl 1 day
+func remoteToDeviceKey(origin string, sender id.UserID, messageID string) table.Key {
+	return table.Key{PK: "fedtodevice#" + origin, SK: string(sender) + "\x1f" + messageID}
+}
+
 // SendToDevice delivers one message per addressed device ("*" = every device
-// of the user). Messages for users of other servers are dropped (federation
-// is not implemented), as are messages for devices that do not exist. A
-// repeated (sender device, txnID) does nothing. Up to 99 devices the delivery
-// is one transaction; beyond that it is split, with the transaction id
-// recorded by the last part.
+// of the user). Messages for users of other servers go to their servers in
+// one m.direct_to_device EDU per server; messages for local devices that do
+// not exist are dropped. A repeated (sender device, txnID) does nothing. Up
+// to 99 devices the local delivery is one transaction; beyond that it is
+// split, with the transaction id recorded by the last part.
 func (s *Service) SendToDevice(ctx context.Context, sender id.UserID, senderDevice id.DeviceID, txnID, typ string, messages map[id.UserID]map[id.DeviceID]json.RawMessage) error {
 	tk := toDeviceTxnKey(sender, senderDevice, txnID)
 	if _, err := s.T.Get(ctx, tk); err == nil {
@@ -65,6 +86,71 @@ func (s *Service) SendToDevice(ctx context.Context, sender id.UserID, senderDevi
 	} else if !errors.Is(err, table.ErrNotFound) {
 		return err
 	}
+	// The message id is derived from the request, so a retried request
+	// that sends the EDUs again is dropped by the receiving servers.
+	h := sha256.Sum256([]byte(string(sender) + "\x00" + string(senderDevice) + "\x00" + txnID))
+	if err := s.sendRemote(ctx, sender, typ, base64.RawURLEncoding.EncodeToString(h[:18]), messages); err != nil {
+		return err
+	}
+	marker := table.Put(table.Item{PK: tk.PK, SK: tk.SK, TTL: s.Now().Add(24 * time.Hour).Unix(), Data: []byte("1")}, table.IfNotExists())
+	return s.deliverLocal(ctx, sender, typ, messages, marker)
+}
+
+// sendRemote queues the messages for other servers' users.
+func (s *Service) sendRemote(ctx context.Context, sender id.UserID, typ, messageID string, messages map[id.UserID]map[id.DeviceID]json.RawMessage) error {
+	byServer := map[string]map[id.UserID]map[id.DeviceID]json.RawMessage{}
+	for u, byDevice := range messages {
+		_, server, err := u.Parse()
+		if err != nil || server == s.ServerName || len(byDevice) == 0 {
+			continue
+		}
+		if byServer[server] == nil {
+			byServer[server] = map[id.UserID]map[id.DeviceID]json.RawMessage{}
+		}
+		byServer[server][u] = byDevice
+	}
+	if len(byServer) == 0 {
+		return nil
+	}
+	if s.SendEDU == nil {
+		return nil // no federation: like messages to unknown devices, dropped
+	}
+	for server, msgs := range byServer {
+		edu := DirectToDevice{Sender: sender, Type: typ, MessageID: messageID, Messages: msgs}
+		if err := s.SendEDU(ctx, []string{server}, EDUDirectToDevice, edu); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ReceiveToDevice delivers an m.direct_to_device EDU from origin to our
+// users' devices, once: a repeated (sender, message_id) delivers nothing.
+func (s *Service) ReceiveToDevice(ctx context.Context, origin string, content json.RawMessage) error {
+	var edu DirectToDevice
+	if err := json.Unmarshal(content, &edu); err != nil {
+		return fmt.Errorf("malformed m.direct_to_device: %w", err)
+	}
+	if _, server, err := edu.Sender.Parse(); err != nil || server != origin {
+		return fmt.Errorf("m.direct_to_device from %s for sender %s", origin, edu.Sender)
+	}
+	if edu.Type == "" || edu.MessageID == "" || len(edu.MessageID) > 255 {
+		return fmt.Errorf("m.direct_to_device without a type or message id")
+	}
+	k := remoteToDeviceKey(origin, edu.Sender, edu.MessageID)
+	marker := table.Put(table.Item{PK: k.PK, SK: k.SK, TTL: s.Now().Add(24 * time.Hour).Unix(), Data: []byte("1")}, table.IfNotExists())
+	local := make(map[id.UserID]map[id.DeviceID]json.RawMessage, len(edu.Messages))
+	for u, m := range edu.Messages {
+		if s.isLocal(u) {
+			local[u] = m
+		}
+	}
+	return s.deliverLocal(ctx, edu.Sender, edu.Type, local, marker)
+}
+
+// deliverLocal writes the messages for local devices into their inboxes,
+// with marker (the idempotency record) in the last transaction.
+func (s *Service) deliverLocal(ctx context.Context, sender id.UserID, typ string, messages map[id.UserID]map[id.DeviceID]json.RawMessage, marker table.Op) error {
 	var targets []target
 	for u, byDevice := range messages {
 		if !s.isLocal(u) || len(byDevice) == 0 {
@@ -97,7 +183,6 @@ func (s *Service) SendToDevice(ctx context.Context, sender id.UserID, senderDevi
 			}
 		}
 	}
-	marker := table.Put(table.Item{PK: tk.PK, SK: tk.SK, TTL: s.Now().Add(24 * time.Hour).Unix(), Data: []byte("1")}, table.IfNotExists())
 	const chunk = table.MaxTxItems - 1
 	for start := 0; start < len(targets) || start == 0; start += chunk {
 		part := targets[start:min(start+chunk, len(targets))]

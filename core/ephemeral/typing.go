@@ -97,6 +97,9 @@ func (s *Service) SetTyping(ctx context.Context, r id.RoomID, u id.UserID, typin
 				if errors.Is(err, table.ErrConditionFailed) {
 					continue
 				}
+				if err == nil {
+					s.localTyping(ctx, r, u, true, timeout)
+				}
 				return err
 			}
 			_, err = s.Typing.Append(ctx, func(int64) ([]byte, []table.Op, error) {
@@ -111,6 +114,7 @@ func (s *Service) SetTyping(ctx context.Context, r id.RoomID, u id.UserID, typin
 			return err
 		}
 		s.notify(s.Typing.Name)
+		s.localTyping(ctx, r, u, typing, timeout)
 		return nil
 	}
 	return httpapi.LimitExceeded(100).With("error", "typing state is changing too fast")
@@ -194,6 +198,7 @@ func (s *Service) Expire(ctx context.Context, ti TypingItem) error {
 	}
 	if err == nil {
 		s.notify(s.Typing.Name)
+		s.localTyping(ctx, ti.RoomID, ti.UserID, false, 0)
 	}
 	return err
 }

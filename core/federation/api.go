@@ -355,15 +355,24 @@ func (s *Service) Version(*httpapi.Request) (any, error) {
 }
 
 // ServerKeys serves GET /_matrix/key/v2/server.
-func (s *Service) ServerKeys(*httpapi.Request) (any, error) {
-	return OwnKeys(s.ServerName, s.Key, s.now())
+func (s *Service) ServerKeys(r *httpapi.Request) (any, error) {
+	return s.ownKeys(r.Ctx())
+}
+
+// ownKeys is our key response, with our retired keys (keys.go).
+func (s *Service) ownKeys(ctx context.Context) (json.RawMessage, error) {
+	old, err := OwnOldKeys(ctx, s.T)
+	if err != nil {
+		return nil, err
+	}
+	return OwnKeysWithOld(s.ServerName, s.Key, old, s.now())
 }
 
 // keysOf returns a server's key response, ours or fetched (cached), with
 // our notary signature added.
 func (s *Service) keysOf(ctx context.Context, server string, minValid time.Time) (json.RawMessage, error) {
 	if server == s.ServerName {
-		return OwnKeys(s.ServerName, s.Key, s.now())
+		return s.ownKeys(ctx)
 	}
 	resp, err := s.Keys.LoadKeys(ctx, server, time.Minute)
 	if err != nil {

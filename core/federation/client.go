@@ -2,6 +2,8 @@ package federation
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -23,6 +25,10 @@ type Config struct {
 	// SkipVerify turns off TLS certificate checks of other servers
 	// (loopback tests with self-signed certificates only).
 	SkipVerify bool
+	// RootCAs, if set, replaces the system roots for other servers'
+	// certificates (infra/fedtls.TrustWith: the system roots plus a
+	// deployment's own CA).
+	RootCAs *x509.CertPool
 	// AllowPrivate lets outbound requests reach loopback, private and
 	// link-local addresses (loopback tests only; off, such addresses are
 	// refused whatever a server name resolves to).
@@ -52,6 +58,9 @@ func NewClient(serverName string, key *signing.Key, cache mfed.ResolutionCache, 
 		WithResponseHeaderTimeout(timeout).
 		WithTLSHandshakeTimeout(10 * time.Second)
 	settings.InsecureTLS = cfg.SkipVerify
+	if cfg.RootCAs != nil {
+		settings = settings.WithTLSConfig(&tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12})
+	}
 	c := mfed.NewClient(serverName, key, cache, settings)
 	c.UserAgent = "Cirrus"
 	c.ResponseSizeLimit = MaxResponseBytes
@@ -105,7 +114,12 @@ func (s *Service) keyFunc(ctx context.Context) pdu.GetKeyFunc {
 			if kid == s.Key.ID {
 				return s.Key.Pub, s.now().Add(keyValidity), nil
 			}
-			return "", time.Time{}, nil
+			// One of our retired keys (keys.go: RotateKey).
+			old, ok, err := ownOldKey(ctx, s.T, kid)
+			if err != nil || !ok {
+				return "", time.Time{}, err
+			}
+			return old.Key, time.UnixMilli(old.ExpiredTS), nil
 		}
 		key, valid, ok, err := s.Keys.VerifyKey(ctx, server, kid)
 		if err != nil {
@@ -128,11 +142,20 @@ func (s *Service) keyFunc(ctx context.Context) pdu.GetKeyFunc {
 // fetchKeys fetches a server's keys from it (at most once a minute when
 // it keeps failing) and stores them.
 func (s *Service) fetchKeys(ctx context.Context, server string) error {
-	if _, err := s.Keys.LoadKeys(ctx, server, time.Minute); err != nil {
+	cached, err := s.Keys.LoadKeys(ctx, server, time.Minute)
+	if err != nil {
 		return err
 	}
-	if ok, err := s.Keys.ShouldReQuery(ctx, server); err != nil || !ok {
-		return err
+	// Re-fetching for a key id the cached response lacks is rationed, and
+	// held back while the last fetch failure's backoff runs; a first fetch
+	// is not rationed (and does not use up the ration).
+	if cached != nil {
+		if err := s.Keys.RecentFailure(ctx, server, time.Minute); err != nil {
+			return err
+		}
+		if ok, err := s.Keys.ShouldReQuery(ctx, server); err != nil || !ok {
+			return err
+		}
 	}
 	ctx = withKeysFor(ctx, server)
 	resp, err := s.Client.ServerKeys(ctx, server)

@@ -2,9 +2,20 @@ package federation
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"slices"
 	"sync"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/cirrus-matrix/cirrus/core/queue"
+	"github.com/cirrus-matrix/cirrus/core/table"
 )
 
 // EDUHandler receives one EDU of a registered type from a remote server
@@ -54,8 +65,119 @@ func (s *Service) processEDUs(ctx context.Context, origin string, raws []json.Ra
 	}
 }
 
-// SendEDU queues an EDU for each destination (our own server name is
-// skipped). Delivery rides the federation sender's transactions.
+// SendEDU queues an EDU for each destination (our own server name, invalid
+// names and repeats are skipped). Delivery rides the federation sender's
+// transactions: each destination gets an EDU outbox item and a wake-up
+// message, exactly like a PDU, so an EDU survives a destination being down
+// (typing notices excepted: they expire after a minute, being worthless
+// late). With no FederationQueue configured nothing is sent.
 func (s *Service) SendEDU(ctx context.Context, destinations []string, typ string, content any) error {
-	return errors.New("federation: EDU delivery is being built")
+	if typ == "" {
+		return errors.New("federation: EDU without a type")
+	}
+	c, err := json.Marshal(content)
+	if err != nil {
+		return fmt.Errorf("federation: EDU content: %w", err)
+	}
+	raw, err := json.Marshal(struct {
+		Type    string          `json:"edu_type"`
+		Content json.RawMessage `json:"content"`
+	}{typ, c})
+	if err != nil {
+		return err
+	}
+	var dests []string
+	for _, d := range destinations {
+		if d != s.ServerName && id.ValidateServerName(d) && !slices.Contains(dests, d) {
+			dests = append(dests, d)
+		}
+	}
+	return s.Sender.enqueueEDU(ctx, dests, typ, raw)
+}
+
+// EDU outbox items: dest#<server> / edu#<%016d µs>#<random>, d = the EDU
+// as sent (edu_type and content), ttl for types not worth sending late.
+const eduPrefix = "edu#"
+
+// maxEDUBytesPerTxn bounds the EDU bytes of one transaction (besides the
+// spec's 100), so to-device batches cannot make a request receivers refuse.
+const maxEDUBytesPerTxn = 1 << 20
+
+// eduStaleAfter lists the EDU types dropped when not delivered in time.
+var eduStaleAfter = map[string]time.Duration{
+	EDUTyping: time.Minute,
+}
+
+// enqueueEDU writes the EDU to each destination's outbox and wakes the
+// sender for it.
+func (sn *Sender) enqueueEDU(ctx context.Context, dests []string, typ string, raw []byte) error {
+	if sn.Q == nil || len(dests) == 0 {
+		return nil
+	}
+	now := sn.Fed.now()
+	var ttl int64
+	if d, ok := eduStaleAfter[typ]; ok {
+		ttl = now.Add(d).Unix()
+	}
+	msgs := make([]queue.Message, 0, len(dests))
+	// The outbox items are written in transactions of many destinations
+	// (one round trip for a room's servers, not one each), bounded by the
+	// table's per-transaction limits.
+	var ops []table.Op
+	size := 0
+	flush := func() error {
+		if len(ops) == 0 {
+			return nil
+		}
+		err := sn.Fed.T.Transact(ctx, ops)
+		ops, size = nil, 0
+		return err
+	}
+	for _, d := range dests {
+		// Time first, so a destination's EDUs go out in the order they were
+		// made (across processes, as well as their clocks agree).
+		sk := fmt.Sprintf("%s%016d#%s", eduPrefix, now.UnixMicro(), randomHex(6))
+		it := table.Item{PK: destPK(d), SK: sk, Data: raw, TTL: ttl}
+		if n := table.ItemSize(it); len(ops) == table.MaxTxItems || size+n > table.MaxTxBytes {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		ops = append(ops, table.Put(it, table.IfNotExists()))
+		size += table.ItemSize(it)
+		body, _ := json.Marshal(wakeMsg{Destination: d})
+		sum := sha256.Sum256([]byte(d + "\x00" + sk))
+		msgs = append(msgs, queue.Message{Body: body, Group: d, DedupID: hex.EncodeToString(sum[:])})
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	sn.Fed.Log.Debug("queued EDU for federation", "type", typ, "destinations", len(msgs))
+	return sn.Q.Send(ctx, msgs...)
+}
+
+// eduContents reads a transaction's EDUs (those that expired are gone).
+func (sn *Sender) eduContents(ctx context.Context, dest string, sks []string) ([]json.RawMessage, error) {
+	if len(sks) == 0 {
+		return nil, nil
+	}
+	keys := make([]table.Key, len(sks))
+	for i, sk := range sks {
+		keys[i] = table.Key{PK: destPK(dest), SK: sk}
+	}
+	items, err := sn.Fed.T.GetMany(ctx, keys)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]json.RawMessage, 0, len(items))
+	for _, it := range items {
+		out = append(out, json.RawMessage(it.Data))
+	}
+	return out, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }

@@ -46,9 +46,16 @@ type Service struct {
 	// Profile returns a local user's public profile fields (nil if the
 	// user does not exist), for /query/profile.
 	Profile func(ctx context.Context, u id.UserID) (map[string]any, error)
-	Cfg     Config
+	// Directory answers a /publicRooms query from our room directory
+	// (publicrooms.go).
+	Directory func(ctx context.Context, q DirectoryQuery) (any, error)
+	// SpaceHierarchy answers a /hierarchy request of server origin
+	// (hierarchy.go).
+	SpaceHierarchy func(ctx context.Context, origin string, room id.RoomID, suggestedOnly bool) (*SpaceHierarchy, error)
+	Cfg            Config
 
-	edus eduHandlers
+	edus  eduHandlers
+	dests destCache // RoomDestinations' cache (edu_destinations.go)
 }
 
 // MaxSendBody bounds a /send request: 50 PDUs and 100 EDUs of 64 KiB.

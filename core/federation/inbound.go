@@ -38,7 +38,15 @@ func parseEvent(rv id.RoomVersion, raw json.RawMessage) (*pdu.PDU, id.EventID, e
 		return nil, "", fmt.Errorf("event is over %d bytes", maxPDUBytes)
 	}
 	var p pdu.PDU
-	if err := jsonv2.Unmarshal(raw, &p); err != nil {
+	if rooms.LegacyEventFormat(rv) {
+		// v1/v2: the id is in the event and references are [id, hashes]
+		// pairs; rooms.ParsePDU converts (and rooms.EncodePDU restores) them.
+		lp, err := rooms.ParsePDU(raw)
+		if err != nil || rooms.AsV1(lp) == nil {
+			return nil, "", fmt.Errorf("invalid event: not a room v%s event (event_id, reference pairs)", rv)
+		}
+		p = *lp
+	} else if err := jsonv2.Unmarshal(raw, &p); err != nil {
 		return nil, "", fmt.Errorf("invalid event: %w", err)
 	}
 	if p.Type == "" || p.Sender == "" {
@@ -62,6 +70,13 @@ func parseEvent(rv id.RoomVersion, raw json.RawMessage) (*pdu.PDU, id.EventID, e
 		return nil, "", errors.New("invalid event: m.room.member without state_key")
 	}
 	p.Unsigned = nil
+	if rooms.LegacyEventFormat(rv) {
+		eid := p.InternalMeta.EventID
+		if sigil, local, server := id.ParseCommonIdentifier(eid); sigil != '$' || local == "" || server == "" {
+			return nil, "", fmt.Errorf("invalid event id %q", eid)
+		}
+		return &p, eid, nil
+	}
 	eid, err := p.GetEventID(rv)
 	if err != nil {
 		return nil, "", err
@@ -84,10 +99,11 @@ func roomOf(rv id.RoomVersion, p *pdu.PDU, eid id.EventID) id.RoomID {
 // signature is wrong is refused.
 func (s *Service) checkEvent(ctx context.Context, rv id.RoomVersion, p *pdu.PDU) (*pdu.PDU, error) {
 	server := serverOf(p.Sender)
-	if err := p.VerifySignature(rv, server, s.keyFunc(ctx)); err != nil {
+	// v1/v2 events are signed and hashed in their own format (v1events.go).
+	if err := rooms.VerifySignature(rv, p, server, s.keyFunc(ctx)); err != nil {
 		return nil, fmt.Errorf("bad signature: %w", err)
 	}
-	if !p.VerifyContentHash() {
+	if !rooms.VerifyContentHash(p) {
 		meta := p.InternalMeta
 		p = p.Clone().Redact(rv)
 		p.InternalMeta = meta

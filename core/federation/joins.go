@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 
-	"maunium.net/go/mautrix/crypto/canonicaljson"
 	mfed "maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/federation/eventauth"
 	"maunium.net/go/mautrix/federation/pdu"
@@ -49,13 +48,19 @@ func (s *Service) membershipTemplate(r *httpapi.Request, membership string) (any
 	if err != nil {
 		return nil, err
 	}
-	if membership == "join" {
+	if membership == "join" || membership == "knock" {
 		vers := r.URL.Query()["ver"]
 		if len(vers) == 0 {
+			if membership == "knock" {
+				return nil, httpapi.MissingParam("ver is required")
+			}
 			vers = []string{"1"}
 		}
 		if !slices.Contains(vers, string(rv)) {
 			return nil, incompatibleVersion(rv)
+		}
+		if membership == "knock" && !rv.Knocks() {
+			return nil, httpapi.Forbidden("room version %s does not allow knocking", rv)
 		}
 	}
 	content := map[string]any{"membership": membership}
@@ -86,7 +91,7 @@ func (s *Service) membershipTemplate(r *httpapi.Request, membership string) (any
 			return nil, httpapi.Forbidden("%s", authMessage(err))
 		}
 	}
-	raw, err := jsonv2.Marshal(t.PDU)
+	raw, err := rooms.EncodePDU(t.PDU) // v1/v2: event id and reference pairs
 	if err != nil {
 		return nil, err
 	}
@@ -178,7 +183,7 @@ func (s *Service) receiveMembership(r *httpapi.Request, membership string) (*roo
 	}
 	if membership == "join" && c.Via != "" && s.isLocal(c.Via) {
 		// Restricted join vouched for by one of our users: countersign.
-		if err := p.Sign(rv, s.ServerName, s.Key.ID, s.Key.Priv); err != nil {
+		if _, err := rooms.SignPDU(rv, p, s.ServerName, s.Key); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -254,9 +259,6 @@ func supportedVersion(rv id.RoomVersion) bool { return slices.Contains(rooms.Sup
 // remote user invites one of ours. We countersign, and when no local user
 // is in the room, record the invite so the user sees it.
 func (s *Service) Invite(r *httpapi.Request) (any, error) {
-	ctx := r.Ctx()
-	room := id.RoomID(r.PathValue("roomId"))
-	eid := id.EventID(r.PathValue("eventId"))
 	var body struct {
 		Event           json.RawMessage   `json:"event"`
 		InviteRoomState []json.RawMessage `json:"invite_room_state"`
@@ -271,8 +273,21 @@ func (s *Service) Invite(r *httpapi.Request) (any, error) {
 	if !supportedVersion(body.RoomVersion) {
 		return nil, incompatibleVersion(body.RoomVersion)
 	}
-	rv := body.RoomVersion
-	p, got, err := parseEvent(rv, body.Event)
+	signed, err := s.acceptInvite(r, body.RoomVersion, body.Event, body.InviteRoomState)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"event": signed}, nil
+}
+
+// acceptInvite checks an invite of one of our users sent by the inviting
+// server (v1 and v2), countersigns it, and when no local user is in the
+// room records it so the invitee sees it. It returns the signed event.
+func (s *Service) acceptInvite(r *httpapi.Request, rv id.RoomVersion, evRaw json.RawMessage, inviteState []json.RawMessage) (json.RawMessage, error) {
+	ctx := r.Ctx()
+	room := id.RoomID(r.PathValue("roomId"))
+	eid := id.EventID(r.PathValue("eventId"))
+	p, got, err := parseEvent(rv, evRaw)
 	if err != nil {
 		return nil, httpapi.BadJSON("%v", err)
 	}
@@ -307,10 +322,7 @@ func (s *Service) Invite(r *httpapi.Request) (any, error) {
 	if p, err = s.checkEvent(ctx, rv, p); err != nil {
 		return nil, httpapi.Forbidden("%v", err)
 	}
-	if err := p.Sign(rv, s.ServerName, s.Key.ID, s.Key.Priv); err != nil {
-		return nil, err
-	}
-	signed, err := canonicaljson.Marshal(p)
+	signed, err := rooms.SignPDU(rv, p, s.ServerName, s.Key)
 	if err != nil {
 		return nil, err
 	}
@@ -325,8 +337,8 @@ func (s *Service) Invite(r *httpapi.Request) (any, error) {
 	if !inRoom {
 		// Keep the stripped state for the invitee's client in unsigned.
 		rec := p.Clone()
-		stripped := make([]json.RawMessage, 0, len(body.InviteRoomState))
-		for _, st := range body.InviteRoomState {
+		stripped := make([]json.RawMessage, 0, len(inviteState))
+		for _, st := range inviteState {
 			stripped = append(stripped, strippedState(st))
 		}
 		rec.Unsigned, _ = json.Marshal(map[string]any{"invite_room_state": stripped})
@@ -334,7 +346,7 @@ func (s *Service) Invite(r *httpapi.Request) (any, error) {
 			return nil, err
 		}
 	}
-	return map[string]any{"event": json.RawMessage(signed)}, nil
+	return json.RawMessage(signed), nil
 }
 
 // strippedState reduces a state event to the stripped form clients get in
@@ -390,7 +402,14 @@ func (s *Service) JoinRemote(ctx context.Context, room id.RoomID, u id.UserID, s
 // templateFrom parses and checks a make_join/make_leave answer.
 func (s *Service) templateFrom(rv id.RoomVersion, raw json.RawMessage, room id.RoomID, u id.UserID, membership string) (*pdu.PDU, error) {
 	var p pdu.PDU
-	if err := jsonv2.Unmarshal(raw, &p); err != nil {
+	if rooms.LegacyEventFormat(rv) {
+		// v1/v2: reference pairs and an event id (ours replaces it).
+		lp, err := rooms.ParsePDU(raw)
+		if err != nil || rooms.AsV1(lp) == nil {
+			return nil, fmt.Errorf("invalid template: not a room v%s event (event_id, reference pairs)", rv)
+		}
+		p = *lp
+	} else if err := jsonv2.Unmarshal(raw, &p); err != nil {
 		return nil, fmt.Errorf("invalid template: %w", err)
 	}
 	var c map[string]any
@@ -417,7 +436,14 @@ func (s *Service) signTemplate(rv id.RoomVersion, p *pdu.PDU, extra map[string]a
 	if len(p.DeprecatedOrigin) > 0 {
 		p.DeprecatedOrigin, _ = json.Marshal(s.ServerName)
 	}
-	if err := p.Sign(rv, s.ServerName, s.Key.ID, s.Key.Priv); err != nil {
+	if rooms.LegacyEventFormat(rv) {
+		// v1/v2: the sending server names the event.
+		p.InternalMeta.EventID = rooms.NewLegacyEventID(s.ServerName)
+		raw, err := rooms.SignPDU(rv, p, s.ServerName, s.Key)
+		return p.InternalMeta.EventID, raw, err
+	}
+	raw, err := rooms.SignPDU(rv, p, s.ServerName, s.Key)
+	if err != nil {
 		return "", nil, err
 	}
 	eid, err := p.GetEventID(rv)
@@ -425,7 +451,6 @@ func (s *Service) signTemplate(rv id.RoomVersion, p *pdu.PDU, extra map[string]a
 		return "", nil, err
 	}
 	p.InternalMeta.EventID = eid
-	raw, err := canonicaljson.Marshal(p)
 	return eid, raw, err
 }
 
@@ -455,7 +480,7 @@ func (s *Service) joinVia(ctx context.Context, server string, room id.RoomID, u 
 	if len(resp.Event) > 0 {
 		// The resident's copy carries its countersignature (restricted joins).
 		if jp, jid, err := parseEvent(rv, resp.Event); err == nil && jid == eid {
-			if jp.VerifySignature(rv, s.ServerName, s.keyFunc(ctx)) == nil {
+			if rooms.VerifySignature(rv, jp, s.ServerName, s.keyFunc(ctx)) == nil {
 				join = jp
 			}
 		}
@@ -507,45 +532,10 @@ const historyOnJoin = 50
 // checked (signature, hash, auth against its auth events) and returned
 // oldest first.
 func (s *Service) fetchHistory(ctx context.Context, server string, rv id.RoomVersion, room id.RoomID, from []id.EventID) []rooms.Outlier {
-	if len(from) == 0 {
-		return nil
-	}
-	resp, err := s.Client.Backfill(ctx, &mfed.ReqBackfill{ServerName: server, RoomID: room, Limit: historyOnJoin, BackfillFrom: from})
+	out, err := s.fetchBackfill(ctx, server, rv, room, from, historyOnJoin)
 	if err != nil {
 		s.Log.Info("backfill on join failed", "room", room, "via", server, "err", err)
-		return nil
 	}
-	batch := map[id.EventID]*pdu.PDU{}
-	for _, raw := range resp.PDUs {
-		p, eid, err := parseEvent(rv, raw)
-		if err != nil || roomOf(rv, p, eid) != room {
-			continue
-		}
-		if p, err = s.checkEvent(ctx, rv, p); err != nil {
-			continue
-		}
-		batch[eid] = p
-	}
-	get := s.eventGetter(ctx, batch)
-	var out []rooms.Outlier
-	for _, p := range authOrder(batch) {
-		if err := s.ensureAuthEvents(ctx, server, rv, room, p, p.InternalMeta.EventID); err != nil {
-			continue
-		}
-		if err := eventauth.Authorize(rv, p, nil, get, s.keyFunc(ctx)); err != nil {
-			continue
-		}
-		out = append(out, rooms.Outlier{EventID: p.InternalMeta.EventID, PDU: p})
-	}
-	slices.SortStableFunc(out, func(a, b rooms.Outlier) int {
-		switch {
-		case a.PDU.Depth < b.PDU.Depth:
-			return -1
-		case a.PDU.Depth > b.PDU.Depth:
-			return 1
-		}
-		return strings.Compare(string(a.EventID), string(b.EventID))
-	})
 	return out
 }
 
@@ -560,6 +550,7 @@ func (s *Service) LeaveRemote(ctx context.Context, room id.RoomID, u id.UserID, 
 	if m != nil && m.EventID != "" {
 		if ev, err := s.Rooms.Event(ctx, m.EventID); err == nil {
 			servers = append(servers, serverOf(ev.Sender))
+			servers = append(servers, previewServers(ev.PDU)...)
 		}
 	}
 	if _, server, ok := strings.Cut(string(room), ":"); ok {
@@ -631,19 +622,31 @@ func (s *Service) SignInvite(ctx context.Context, rv id.RoomVersion, room id.Roo
 	if ev, err := s.Rooms.CurrentStateEvent(ctx, room, "m.room.member", string(f.Sender)); err == nil && ev != nil {
 		strip = append(strip, ev.PDU)
 	}
+	var signed json.RawMessage
 	resp, err := s.Client.SendInvite(ctx, &mfed.ReqSendInvite{RoomID: room, UserID: f.StateKey, EventID: eventID,
 		Event: raw, InviteRoomState: strip, RoomVersion: rv})
+	if err != nil && v2Unknown(err) {
+		// An old server without the v2 API (invite_v1.go).
+		s.Log.Info("invitee's server does not serve the v2 invite API, trying v1", "server", target, "err", err)
+		signed, err = s.sendInviteV1(ctx, target, rv, room, eventID, raw, strip)
+		var he *httpapi.Error
+		if errors.As(err, &he) {
+			return nil, err
+		}
+	} else if err == nil {
+		signed = resp.Event
+	}
 	if err != nil {
 		return nil, remoteError(target, err)
 	}
-	p, got, err := parseEvent(rv, resp.Event)
+	p, got, err := parseEvent(rv, signed)
 	if err != nil || got != eventID {
 		return nil, &httpapi.Error{Status: http.StatusBadGateway, Code: "M_UNKNOWN", Message: target + " returned another event for the invite"}
 	}
-	if err := p.VerifySignature(rv, target, s.keyFunc(ctx)); err != nil {
+	if err := rooms.VerifySignature(rv, p, target, s.keyFunc(ctx)); err != nil {
 		return nil, &httpapi.Error{Status: http.StatusBadGateway, Code: "M_UNKNOWN", Message: target + " did not sign the invite: " + err.Error()}
 	}
-	return canonicaljson.Marshal(p)
+	return rooms.EncodePDU(p)
 }
 
 // QueryAlias implements rooms.Remote.

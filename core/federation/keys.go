@@ -116,7 +116,13 @@ func (k *KeyStore) StoreFetchError(ctx context.Context, server string, ferr erro
 	fe.At = k.now().UnixMilli()
 	fe.Err = ferr.Error()
 	d, _ := json.Marshal(fe)
-	return k.T.Put(ctx, table.Item{PK: key.PK, SK: key.SK, Data: d, TTL: k.now().Add(time.Hour).Unix()}, table.Cond{})
+	// A failed re-fetch gives its ration back (the failure's own backoff
+	// bounds the retries): a server caught restarting, say just after a
+	// key rotation, is asked again soon rather than in a minute.
+	return k.T.Transact(ctx, []table.Op{
+		table.Put(table.Item{PK: key.PK, SK: key.SK, Data: d, TTL: k.now().Add(time.Hour).Unix()}, table.Cond{}),
+		table.Delete(table.Key{PK: key.PK, SK: "requery"}, table.Cond{}),
+	})
 }
 
 // LoadKeys implements mfed.KeyCache.
@@ -125,14 +131,19 @@ func (k *KeyStore) LoadKeys(ctx context.Context, server string, maxBackoff time.
 	if err != nil {
 		return nil, err
 	}
+	// A cached response is returned whatever failed since: a fetch
+	// failure only delays the next fetch (whatever order the items came in).
 	for _, it := range items {
-		switch it.SK {
-		case "response":
+		if it.SK == "response" {
 			var resp mfed.ServerKeyResponse
 			if err := json.Unmarshal(it.Data, &resp); err != nil {
 				return nil, err
 			}
 			return &resp, nil
+		}
+	}
+	for _, it := range items {
+		switch it.SK {
 		case "error":
 			var fe fetchError
 			_ = json.Unmarshal(it.Data, &fe)
@@ -146,6 +157,25 @@ func (k *KeyStore) LoadKeys(ctx context.Context, server string, maxBackoff time.
 		}
 	}
 	return nil, nil
+}
+
+// RecentFailure returns mfed.ErrRecentKeyQueryFailed (wrapped) while the
+// backoff after the last failed fetch of a server's keys runs.
+func (k *KeyStore) RecentFailure(ctx context.Context, server string, maxBackoff time.Duration) error {
+	it, err := k.T.Get(ctx, table.Key{PK: skeyPK(server), SK: "error"})
+	if errors.Is(err, table.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var fe fetchError
+	_ = json.Unmarshal(it.Data, &fe)
+	wait := min(time.Duration(math.Exp(float64(min(fe.Count, 10))))*time.Second, maxBackoff)
+	if since := k.now().Sub(time.UnixMilli(fe.At)); since < wait {
+		return fmt.Errorf("%w (%d failures, last %s ago: %s)", mfed.ErrRecentKeyQueryFailed, fe.Count, since.Round(time.Second), fe.Err)
+	}
+	return nil
 }
 
 // ShouldReQuery implements mfed.KeyCache: at most one re-fetch a minute
@@ -205,11 +235,29 @@ const keyValidity = 24 * time.Hour
 
 // OwnKeys builds this server's signed key response (GET /_matrix/key/v2/server).
 func OwnKeys(serverName string, key *signing.Key, now time.Time) (json.RawMessage, error) {
+	return OwnKeysWithOld(serverName, key, nil, now)
+}
+
+// OldKey is one of our retired verify keys: events and requests signed
+// with it before ExpiredTS still verify.
+type OldKey struct {
+	Key       id.SigningKey `json:"key"`
+	ExpiredTS int64         `json:"expired_ts"`
+}
+
+// OwnKeysWithOld is OwnKeys listing our retired keys in old_verify_keys.
+func OwnKeysWithOld(serverName string, key *signing.Key, old map[id.KeyID]OldKey, now time.Time) (json.RawMessage, error) {
+	oldKeys := map[id.KeyID]OldKey{}
+	for kid, k := range old {
+		if kid != key.ID {
+			oldKeys[kid] = k
+		}
+	}
 	body := map[string]any{
 		"server_name":     serverName,
 		"valid_until_ts":  now.Add(keyValidity).UnixMilli(),
 		"verify_keys":     map[id.KeyID]map[string]id.SigningKey{key.ID: {"key": key.Pub}},
-		"old_verify_keys": map[string]any{},
+		"old_verify_keys": oldKeys,
 	}
 	raw, err := json.Marshal(body)
 	if err != nil {
@@ -271,4 +319,76 @@ func latest(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// Our retired signing keys live in the table beside the current one:
+//
+//	server / oldkey#<key id>   d = {key, expired_ts}; written once (IfNotExists)
+const oldKeyPrefix = "oldkey#"
+
+// OwnOldKeys lists this server's retired verify keys.
+func OwnOldKeys(ctx context.Context, t table.Table) (map[id.KeyID]OldKey, error) {
+	out := map[id.KeyID]OldKey{}
+	q := table.Query{PK: "server", Prefix: oldKeyPrefix}
+	for {
+		page, err := t.Query(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		for _, it := range page.Items {
+			var k OldKey
+			if err := json.Unmarshal(it.Data, &k); err != nil {
+				return nil, err
+			}
+			out[id.KeyID(it.SK[len(oldKeyPrefix):])] = k
+		}
+		if page.Next == "" {
+			return out, nil
+		}
+		q.Cursor = page.Next
+	}
+}
+
+// ownOldKey returns one retired key of ours (ok false if there is none).
+func ownOldKey(ctx context.Context, t table.Table, kid id.KeyID) (OldKey, bool, error) {
+	it, err := t.Get(ctx, table.Key{PK: "server", SK: oldKeyPrefix + string(kid)})
+	if errors.Is(err, table.ErrNotFound) {
+		return OldKey{}, false, nil
+	}
+	if err != nil {
+		return OldKey{}, false, err
+	}
+	var k OldKey
+	err = json.Unmarshal(it.Data, &k)
+	return k, err == nil, err
+}
+
+// RotateKey replaces the server's signing key with a new one: cur is
+// recorded first as an old verify key expiring now (so what it signed
+// keeps verifying, here and on servers that fetch our keys later), then
+// the store's key is replaced. When another process rotated cur first,
+// the key it stored is returned instead. The store must be a
+// signing.Replacer.
+func RotateKey(ctx context.Context, t table.Table, store signing.Store, cur *signing.Key, now time.Time) (*signing.Key, error) {
+	rep, ok := store.(signing.Replacer)
+	if !ok {
+		return nil, errors.New("federation: this key store cannot replace its key")
+	}
+	d, _ := json.Marshal(OldKey{Key: cur.Pub, ExpiredTS: now.UnixMilli()})
+	err := t.Put(ctx, table.Item{PK: "server", SK: oldKeyPrefix + string(cur.ID), Data: d}, table.IfNotExists())
+	if err != nil && !errors.Is(err, table.ErrConditionFailed) {
+		return nil, err
+	}
+	next, err := signing.Generate()
+	if err != nil {
+		return nil, err
+	}
+	err = rep.Replace(ctx, cur.SynapseString(), next.SynapseString())
+	if errors.Is(err, signing.ErrChanged) {
+		return signing.LoadOrCreate(ctx, store)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return next, nil
 }

@@ -22,23 +22,27 @@ import (
 	"github.com/cirrus-matrix/cirrus/core/table"
 )
 
-// The federation sender delivers our events to the other servers of each
-// room.
+// The federation sender delivers our events and EDUs to other servers.
 //
-// When an event is persisted, each destination gets an outbox item in the
-// table and a wake-up message on the FederationQueue (FIFO, message group
-// = destination, so one destination is worked on by one worker at a time,
-// in order). A worker handling a destination's message drains its outbox:
-// it takes up to 50 events, records them as the destination's pending
-// transaction (with a fixed txnId), sends it, and only after the
-// destination accepted it deletes the transaction and the outbox items. If
-// the destination fails, the message is hidden for an exponentially
-// growing delay and comes back; the pending transaction is then re-sent
-// exactly as before (same txnId, same events), so a redelivery or a worker
-// dying mid-send never duplicates nor loses an event, and a destination
-// that was down for hours gets everything when it returns.
+// When an event is persisted (through the fan-out worker, Deliver, so a
+// crash right after the commit loses nothing), each server of its room
+// gets an outbox item in the table and a wake-up message on the
+// FederationQueue (FIFO, message group = destination, so one destination
+// is worked on by one worker at a time, in order). SendEDU does the same
+// with an EDU outbox item per destination. A worker handling a
+// destination's message drains its outbox: it takes up to 50 events and
+// 100 EDUs, records them as the destination's pending transaction (with a
+// fixed txnId), sends it, and only after the destination accepted it
+// deletes the outbox items and then the transaction. If the destination
+// fails, the message is hidden for an exponentially growing delay and
+// comes back; the pending transaction is then re-sent exactly as before
+// (same txnId, same events and EDUs, less typing notices that expired), so
+// a redelivery or a worker dying mid-send never duplicates nor loses
+// anything, and a destination that was down for hours gets everything when
+// it returns.
 //
 //	dest#<server> / out#<%016d stream pos>#<event id>  an event to send
+//	dest#<server> / edu#<%016d µs>#<random>            an EDU to send (typing: ttl 1 min)
 //	dest#<server> / txn                                the transaction in flight
 //	dest#<server> / dest                               failures, retry state
 type Sender struct {
@@ -46,6 +50,10 @@ type Sender struct {
 	// Q is the FederationQueue (nil: nothing is sent).
 	Q                      queue.Queue
 	MinBackoff, MaxBackoff time.Duration
+	// ViaFanout is set when Deliver is registered on the fan-out worker
+	// (core/fanout): our events then reach the outbox from the durable
+	// event stream, and OnPersist does nothing.
+	ViaFanout bool
 }
 
 func destPK(server string) string { return "dest#" + server }
@@ -65,6 +73,9 @@ type pendingTxn struct {
 	TxnID  string       `json:"txn_id"`
 	SKs    []string     `json:"sks"`
 	Events []id.EventID `json:"events"`
+	// EDUSKs name the EDU outbox items the transaction carries (their
+	// contents are read at each attempt: an expired typing EDU drops out).
+	EDUSKs []string `json:"edu_sks,omitempty"`
 }
 
 type destState struct {
@@ -90,7 +101,7 @@ func (sn *Sender) maxBackoff() time.Duration {
 // OnPersist is the room engine hook: our own events go to the other
 // servers of the room.
 func (sn *Sender) OnPersist(ev *rooms.Event) {
-	if sn.Q == nil || ev.Outlier || ev.Rejected || ev.SoftFailed || !sn.Fed.isLocal(ev.Sender) {
+	if sn.ViaFanout || !sn.ours(ev) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -98,6 +109,26 @@ func (sn *Sender) OnPersist(ev *rooms.Event) {
 	if err := sn.Enqueue(ctx, ev); err != nil {
 		sn.Fed.Log.Error("queueing event for federation", "event_id", ev.EventID, "room", ev.RoomID, "err", err)
 	}
+}
+
+// ours reports whether an event is one of ours to send.
+func (sn *Sender) ours(ev *rooms.Event) bool {
+	return sn.Q != nil && !ev.Outlier && !ev.Rejected && !ev.SoftFailed && sn.Fed.isLocal(ev.Sender)
+}
+
+// Deliver is the fan-out handler (core/fanout, registered as
+// "federation"): it queues one persisted event of ours for the other
+// servers of its room. The worker calls it for every event of the stream
+// in order, and moves its cursor only after it succeeded, so an event
+// committed is queued even if the process dies right after the commit. It
+// is idempotent: the outbox items are keyed by stream position and event,
+// and the wake-up messages are deduplicated (a run repeated after the
+// event was delivered sends it once more, which receivers ignore).
+func (sn *Sender) Deliver(ctx context.Context, ev *rooms.Event) error {
+	if !sn.ours(ev) {
+		return nil
+	}
+	return sn.Enqueue(ctx, ev)
 }
 
 // destinations are the servers an event goes to: those with joined
@@ -111,7 +142,7 @@ func (sn *Sender) destinations(ctx context.Context, ev *rooms.Event) ([]string, 
 		}
 	}
 	if !ev.Outlier {
-		cur, err := sn.Fed.Rooms.JoinedServers(ctx, ev.RoomID)
+		cur, err := sn.Fed.RoomDestinations(ctx, ev.RoomID) // ACL applied
 		if err != nil {
 			return nil, err
 		}
@@ -120,15 +151,14 @@ func (sn *Sender) destinations(ctx context.Context, ev *rooms.Event) ([]string, 
 		}
 	}
 	if ev.Type == "m.room.member" && ev.StateKey != nil {
-		add(serverOf(id.UserID(*ev.StateKey)))
-	}
-	kept := set[:0]
-	for _, d := range set {
-		if ok, err := sn.Fed.aclAllows(ctx, ev.RoomID, d); err == nil && ok {
-			kept = append(kept, d)
+		target := serverOf(id.UserID(*ev.StateKey))
+		if !slices.Contains(set, target) {
+			if ok, err := sn.Fed.aclAllows(ctx, ev.RoomID, target); err == nil && ok {
+				add(target)
+			}
 		}
 	}
-	return kept, nil
+	return set, nil
 }
 
 // Enqueue queues an event for the servers in its room except those named.
@@ -283,11 +313,7 @@ func (sn *Sender) drain(ctx context.Context, dest, receipt string) error {
 				return sn.failed(ctx, dest, receipt, err)
 			}
 		}
-		ops := []table.Op{table.Delete(table.Key{PK: destPK(dest), SK: "txn"}, table.IfVersion(ver))}
-		for _, sk := range txn.SKs {
-			ops = append(ops, table.Delete(table.Key{PK: destPK(dest), SK: sk}, table.Cond{}))
-		}
-		if err := sn.Fed.T.Transact(ctx, ops); err != nil && !errors.Is(err, table.ErrConditionFailed) {
+		if err := sn.complete(ctx, dest, txn, ver); err != nil {
 			return err
 		}
 	}
@@ -316,24 +342,61 @@ func (sn *Sender) pending(ctx context.Context, dest string) (*pendingTxn, int64,
 		if err != nil {
 			return nil, 0, err
 		}
-		if len(page.Items) == 0 {
+		edus, err := sn.liveEDUs(ctx, dest)
+		if err != nil {
+			return nil, 0, err
+		}
+		if len(page.Items) == 0 && len(edus) == 0 {
 			return nil, 0, nil
 		}
-		t := pendingTxn{TxnID: strconv.FormatInt(sn.Fed.now().UnixMilli(), 10) + "." + strconv.Itoa(len(page.Items))}
+		now := sn.Fed.now()
+		// The id is unique per destination for far longer than receivers
+		// remember ids (a day): time, then a random part.
+		t := pendingTxn{TxnID: strconv.FormatInt(now.UnixMilli(), 10) + "." + randomHex(4)}
 		for _, item := range page.Items {
 			t.SKs = append(t.SKs, item.SK)
 			t.Events = append(t.Events, id.EventID(item.Data))
 		}
+		budget := maxEDUBytesPerTxn
+		for _, item := range edus {
+			if budget -= len(item.Data); budget < 0 && len(t.EDUSKs) > 0 {
+				break
+			}
+			t.EDUSKs = append(t.EDUSKs, item.SK)
+		}
 		d, _ := json.Marshal(t)
-		err = sn.Fed.T.Put(ctx, table.Item{PK: k.PK, SK: k.SK, Data: d, Version: 1}, table.IfNotExists())
+		// The version is unique per transaction, so a slow worker finishing
+		// an old transaction cannot delete a newer one.
+		ver := now.UnixNano()
+		err = sn.Fed.T.Put(ctx, table.Item{PK: k.PK, SK: k.SK, Data: d, Version: ver}, table.IfNotExists())
 		if err == nil {
-			return &t, 1, nil
+			return &t, ver, nil
 		}
 		if !errors.Is(err, table.ErrConditionFailed) {
 			return nil, 0, err
 		}
 	}
 	return nil, 0, errors.New("federation: could not form a transaction")
+}
+
+// liveEDUs reads up to MaxEDUsPerTxn of a destination's EDU outbox items.
+// Expired typing items are hidden by the table but still count against a
+// page's limit until the store deletes them, so a page may come back short
+// or empty with more behind it: read on until enough or the end.
+func (sn *Sender) liveEDUs(ctx context.Context, dest string) ([]table.Item, error) {
+	q := table.Query{PK: destPK(dest), Prefix: eduPrefix, Limit: MaxEDUsPerTxn}
+	var out []table.Item
+	for {
+		page, err := sn.Fed.T.Query(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, page.Items...)
+		if len(out) >= MaxEDUsPerTxn || page.Next == "" {
+			return out[:min(len(out), MaxEDUsPerTxn)], nil
+		}
+		q.Cursor, q.Limit = page.Next, MaxEDUsPerTxn-len(out)
+	}
 }
 
 // send delivers one transaction.
@@ -346,8 +409,15 @@ func (sn *Sender) send(ctx context.Context, dest string, t *pendingTxn) error {
 	for _, ev := range evs {
 		pdus = append(pdus, ev.PDU)
 	}
+	edus, err := sn.eduContents(ctx, dest, t.EDUSKs)
+	if err != nil {
+		return err
+	}
+	if len(pdus) == 0 && len(edus) == 0 {
+		return nil // only stale EDUs: nothing left to say
+	}
 	req := &mfed.ReqSendTransaction{Destination: dest, TxnID: t.TxnID, Origin: sn.Fed.ServerName,
-		OriginServerTS: jsontime.UM(sn.Fed.now()), PDUs: pdus}
+		OriginServerTS: jsontime.UM(sn.Fed.now()), PDUs: pdus, EDUs: edus}
 	resp, err := sn.Fed.Client.SendTransaction(ctx, req)
 	if err != nil {
 		return err
@@ -356,6 +426,34 @@ func (sn *Sender) send(ctx context.Context, dest string, t *pendingTxn) error {
 		if r.Error != "" {
 			sn.Fed.Log.Info("destination did not accept an event", "destination", dest, "event_id", eid, "err", r.Error)
 		}
+	}
+	return nil
+}
+
+// complete removes a delivered transaction: its outbox items, then the
+// transaction itself (if it is still the one this worker sent). A crash in
+// between leaves the transaction to be sent once more under the same id,
+// which the destination answers from its memory of it.
+func (sn *Sender) complete(ctx context.Context, dest string, txn *pendingTxn, ver int64) error {
+	var keys []table.Key
+	for _, sk := range txn.SKs {
+		keys = append(keys, table.Key{PK: destPK(dest), SK: sk})
+	}
+	for _, sk := range txn.EDUSKs {
+		keys = append(keys, table.Key{PK: destPK(dest), SK: sk})
+	}
+	for chunk := range slices.Chunk(keys, table.MaxTxItems) {
+		ops := make([]table.Op, len(chunk))
+		for i, k := range chunk {
+			ops[i] = table.Delete(k, table.Cond{})
+		}
+		if err := sn.Fed.T.Transact(ctx, ops); err != nil {
+			return err
+		}
+	}
+	err := sn.Fed.T.Delete(ctx, table.Key{PK: destPK(dest), SK: "txn"}, table.IfVersion(ver))
+	if err != nil && !errors.Is(err, table.ErrConditionFailed) {
+		return err
 	}
 	return nil
 }

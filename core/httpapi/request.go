@@ -19,6 +19,12 @@ type Caller struct {
 	IsGuest  bool
 	// TokenKey identifies the access token (a hash, never the token itself).
 	TokenKey string
+	// AppService is the id of the application service whose as_token
+	// authenticated the request ("" for ordinary users).
+	AppService string
+	// Suspended and Locked are the account's moderation state (the server
+	// answers M_USER_SUSPENDED or M_USER_LOCKED; core/server/moderation.go).
+	Suspended, Locked bool
 }
 
 // Request is what a Handler receives.

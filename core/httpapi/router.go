@@ -63,6 +63,19 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, token string) (*Caller, error)
 }
 
+// RequestAuthenticator is an Authenticator that also sees the request: an
+// application service's token names the user to act as in the query
+// (user_id, device_id). The router prefers it when Auth implements it.
+type RequestAuthenticator interface {
+	AuthenticateRequest(r *http.Request, token string) (*Caller, error)
+}
+
+// LimitExempter, when Auth implements it, exempts the holders of some
+// tokens (application services with rate_limited: false) from rate limits.
+type LimitExempter interface {
+	ExemptFromLimits(token string) bool
+}
+
 // Limiter decides whether a request of a rate-limit class may proceed.
 type Limiter interface {
 	// Allow returns 0 if allowed, else how long to wait.
@@ -155,7 +168,7 @@ func (d *dispatcher) ServeHTTP(w http.ResponseWriter, hr *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if rt.Limit != "" && d.opt.Limiter != nil {
+	if rt.Limit != "" && d.opt.Limiter != nil && !d.exempt(r) {
 		key := clientIP(hr)
 		if r.Caller != nil {
 			key = string(r.Caller.UserID)
@@ -207,13 +220,38 @@ func (d *dispatcher) authenticate(r *Request, mode AuthMode) error {
 	if d.opt.Auth == nil {
 		return UnknownToken("no authenticator configured")
 	}
-	c, err := d.opt.Auth.Authenticate(r.Context(), tok)
+	var c *Caller
+	if ra, ok := d.opt.Auth.(RequestAuthenticator); ok {
+		c, err = ra.AuthenticateRequest(r.Request, tok)
+	} else {
+		c, err = d.opt.Auth.Authenticate(r.Context(), tok)
+	}
 	if err != nil {
 		return err
 	}
 	r.Caller, r.AccessToken = c, tok
 	return nil
 }
+
+// exempt reports whether the request's token is exempt from rate limits
+// (it is looked at even on routes without authentication, such as
+// /register for application services).
+func (d *dispatcher) exempt(r *Request) bool {
+	le, ok := d.opt.Auth.(LimitExempter)
+	if !ok {
+		return false
+	}
+	tok := r.AccessToken
+	if tok == "" {
+		tok, _ = accessToken(r.Request)
+	}
+	return tok != "" && le.ExemptFromLimits(tok)
+}
+
+// AccessToken reads the access token of a request (Authorization header
+// or access_token parameter), for handlers of routes without
+// authentication that accept one anyway: "" when none is given.
+func AccessToken(r *http.Request) (string, error) { return accessToken(r) }
 
 // accessToken reads the token from the Authorization header or, as the spec
 // still allows (deprecated), the access_token query parameter.

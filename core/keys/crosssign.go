@@ -220,6 +220,9 @@ func (s *Service) ApplyCrossSigning(ctx context.Context, plan *CrossSigningPlan,
 				s.dropMasterSignatures(ctx, u, oldMaster)
 			}
 		}
+		if changed[UsageMaster] != nil || changed[UsageSelfSigning] != nil {
+			s.announceCrossSigning(ctx, u)
+		}
 		return nil
 	}
 }
@@ -279,12 +282,6 @@ func (s *Service) UploadSignatures(ctx context.Context, caller id.UserID, body m
 		return nil, err
 	}
 	for target, objs := range body {
-		if !s.IsLocal(target) {
-			for k := range objs {
-				fail(target, k, sigFail("M_UNRECOGNIZED", "this server does not federate yet, so remote users' keys cannot be signed"))
-			}
-			continue
-		}
 		var ops []table.Op
 		var theirs *crossSigning
 		if target == caller {
@@ -292,6 +289,15 @@ func (s *Service) UploadSignatures(ctx context.Context, caller id.UserID, body m
 		} else if theirs, err = s.loadCrossSigning(ctx, target); err != nil {
 			return nil, err
 		}
+		if !s.IsLocal(target) && theirs.keys[UsageMaster] == nil {
+			// Remote users' keys are signed against our copy of them.
+			for k := range objs {
+				fail(target, k, sigFail("M_NOT_FOUND", "query %s's keys before signing them", target))
+			}
+			continue
+		}
+		var signedDevices []id.DeviceID
+		signedMaster := false
 		for keyID, raw := range objs {
 			recs, f, err := s.checkSigned(ctx, caller, target, keyID, raw, mine, theirs)
 			if err != nil {
@@ -305,8 +311,10 @@ func (s *Service) UploadSignatures(ctx context.Context, caller id.UserID, body m
 				sk := ""
 				if r.device != "" {
 					sk = sigDeviceSK(r.device, caller, r.KeyID)
+					signedDevices = append(signedDevices, r.device)
 				} else {
 					sk = sigMasterSK(r.master, caller, r.KeyID)
+					signedMaster = true
 				}
 				data, _ := json.Marshal(r.sigRecord)
 				ops = append(ops, table.Put(table.Item{PK: e2ePK(target), SK: sk, Data: data}, table.Cond{}))
@@ -318,6 +326,13 @@ func (s *Service) UploadSignatures(ctx context.Context, caller id.UserID, body m
 				return nil, err
 			}
 			ops = ops[n:]
+		}
+		// Other servers hear of their own users' signatures only.
+		if target == caller {
+			s.announceDevices(ctx, target, sortedUniqueDevices(signedDevices), false)
+			if signedMaster {
+				s.announceCrossSigning(ctx, target)
+			}
 		}
 	}
 	return failures, nil

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"maunium.net/go/mautrix/id"
 
@@ -241,6 +243,9 @@ func (s *Service) putDeviceKeys(ctx context.Context, user id.UserID, dev id.Devi
 		if failedOp(err) == 0 {
 			continue // a concurrent upload of the same device: look again
 		}
+		if err == nil {
+			s.announceDevices(ctx, user, []id.DeviceID{dev}, false)
+		}
 		return err
 	}
 	return table.ErrConflict
@@ -391,15 +396,11 @@ type QueryResult struct {
 	Failures        map[string]any                                `json:"failures"`
 }
 
-// remoteFailure is what we say about servers we cannot ask yet.
-func remoteFailure() map[string]any {
-	return map[string]any{"status": 503, "errcode": "M_UNRECOGNIZED",
-		"message": "this server does not federate yet, so keys of remote users are unavailable"}
-}
-
 // Query returns the keys of the listed users' devices (all of a user's
-// devices for an empty list), with their cross-signing keys.
-func (s *Service) Query(ctx context.Context, requester id.UserID, want map[id.UserID][]id.DeviceID) (*QueryResult, error) {
+// devices for an empty list), with their cross-signing keys. Remote users'
+// keys come from our copy or their servers, each asked at most for timeout;
+// a server that does not answer is listed in Failures.
+func (s *Service) Query(ctx context.Context, requester id.UserID, want map[id.UserID][]id.DeviceID, timeout time.Duration) (*QueryResult, error) {
 	total := 0
 	for _, ds := range want {
 		total += len(ds)
@@ -407,22 +408,19 @@ func (s *Service) Query(ctx context.Context, requester id.UserID, want map[id.Us
 	if err := checkRequestSize(len(want), total); err != nil {
 		return nil, err
 	}
-	res := &QueryResult{
-		DeviceKeys:      map[id.UserID]map[id.DeviceID]json.RawMessage{},
-		MasterKeys:      map[id.UserID]json.RawMessage{},
-		SelfSigningKeys: map[id.UserID]json.RawMessage{},
-		UserSigningKeys: map[id.UserID]json.RawMessage{},
-		Failures:        map[string]any{},
-	}
-	var mu sync.Mutex
+	res := newQueryResult()
+	// Other servers are asked while local keys are read; their part of
+	// the answer is merged at the end.
+	remote := newQueryResult()
+	remoteDone := make(chan error, 1)
+	go func() { remoteDone <- s.queryRemote(ctx, requester, want, timeout, remote) }()
 	var local []id.UserID
 	for u := range want {
 		if s.IsLocal(u) {
 			local = append(local, u)
-		} else if _, server, err := u.Parse(); err == nil {
-			res.Failures[server] = remoteFailure()
 		}
 	}
+	var mu sync.Mutex
 	err := forEach(ctx, local, func(ctx context.Context, u id.UserID) error {
 		uk, err := s.userKeys(ctx, requester, u, want[u])
 		if err != nil {
@@ -442,10 +440,27 @@ func (s *Service) Query(ctx context.Context, requester id.UserID, want map[id.Us
 		}
 		return nil
 	})
+	if rerr := <-remoteDone; err == nil {
+		err = rerr
+	}
 	if err != nil {
 		return nil, err
 	}
+	maps.Copy(res.DeviceKeys, remote.DeviceKeys)
+	maps.Copy(res.MasterKeys, remote.MasterKeys)
+	maps.Copy(res.SelfSigningKeys, remote.SelfSigningKeys)
+	maps.Copy(res.Failures, remote.Failures)
 	return res, nil
+}
+
+func newQueryResult() *QueryResult {
+	return &QueryResult{
+		DeviceKeys:      map[id.UserID]map[id.DeviceID]json.RawMessage{},
+		MasterKeys:      map[id.UserID]json.RawMessage{},
+		SelfSigningKeys: map[id.UserID]json.RawMessage{},
+		UserSigningKeys: map[id.UserID]json.RawMessage{},
+		Failures:        map[string]any{},
+	}
 }
 
 func checkRequestSize(users, devices int) error {
@@ -524,15 +539,20 @@ func (s *Service) loadCrossSigning(ctx context.Context, u id.UserID) (*crossSign
 
 // userKeys assembles one local user's keys for requester.
 func (s *Service) userKeys(ctx context.Context, requester, u id.UserID, only []id.DeviceID) (*userKeysView, error) {
-	devs, err := s.Accounts.Devices(ctx, u)
-	if err != nil {
-		return nil, err
-	}
-	names := make(map[id.DeviceID]string, len(devs))
-	for _, d := range devs {
-		names[d.ID] = d.DisplayName
+	local := s.IsLocal(u)
+	var names map[id.DeviceID]string
+	if local {
+		devs, err := s.Accounts.Devices(ctx, u)
+		if err != nil {
+			return nil, err
+		}
+		names = make(map[id.DeviceID]string, len(devs))
+		for _, d := range devs {
+			names[d.ID] = d.DisplayName
+		}
 	}
 	var items []table.Item
+	var err error
 	if len(only) > 0 {
 		ks := make([]table.Key, 0, len(only))
 		for _, d := range sortedUniqueDevices(only) {
@@ -577,15 +597,20 @@ func (s *Service) userKeys(ctx context.Context, requester, u id.UserID, only []i
 	view := &userKeysView{devices: map[id.DeviceID]json.RawMessage{}}
 	for _, it := range items {
 		d := deviceOfSK(it.SK)
-		name, exists := names[d]
-		if !exists {
-			continue // the device is gone (its keys are being deleted)
-		}
 		o, ok := parseObject(it.Data)
 		if !ok {
 			continue
 		}
 		o = o.withSignatures(deviceSigs[d])
+		if !local {
+			// A copy of a remote device: stored with its display name.
+			view.devices[d] = o.encode()
+			continue
+		}
+		name, exists := names[d]
+		if !exists {
+			continue // the device is gone (its keys are being deleted)
+		}
 		unsigned := map[string]any{}
 		if name != "" {
 			unsigned["device_display_name"] = name
@@ -628,7 +653,7 @@ type ClaimResult struct {
 
 // Claim hands out one key per requested device and algorithm: a one-time
 // key if one is left (each exactly once), else the fallback key.
-func (s *Service) Claim(ctx context.Context, want map[id.UserID]map[id.DeviceID]string) (*ClaimResult, error) {
+func (s *Service) Claim(ctx context.Context, want map[id.UserID]map[id.DeviceID]string, timeout time.Duration) (*ClaimResult, error) {
 	total := 0
 	for _, ds := range want {
 		total += len(ds)
@@ -641,11 +666,18 @@ func (s *Service) Claim(ctx context.Context, want map[id.UserID]map[id.DeviceID]
 	for u := range want {
 		if s.IsLocal(u) {
 			local = append(local, u)
-		} else if _, server, err := u.Parse(); err == nil {
-			res.Failures[server] = remoteFailure()
 		}
 	}
 	var mu sync.Mutex
+	remoteDone := make(chan struct{})
+	go func() {
+		defer close(remoteDone)
+		remote := &ClaimResult{OneTimeKeys: map[id.UserID]map[id.DeviceID]map[string]json.RawMessage{}, Failures: res.Failures}
+		s.claimRemote(ctx, want, timeout, remote)
+		mu.Lock()
+		maps.Copy(res.OneTimeKeys, remote.OneTimeKeys)
+		mu.Unlock()
+	}()
 	err := forEach(ctx, local, func(ctx context.Context, u id.UserID) error {
 		for dev, alg := range want[u] {
 			name, key, err := s.ClaimKey(ctx, u, dev, alg)
@@ -664,6 +696,7 @@ func (s *Service) Claim(ctx context.Context, want map[id.UserID]map[id.DeviceID]
 		}
 		return nil
 	})
+	<-remoteDone
 	if err != nil {
 		return nil, err
 	}
@@ -792,6 +825,11 @@ func (s *Service) deleteDevicesWhere(ctx context.Context, u id.UserID, match fun
 		if err := s.commit(ctx, change{Users: []id.UserID{u}}, ops); err != nil {
 			return err
 		}
+		gone := make([]id.DeviceID, n)
+		for i, k := range devices[:n] {
+			gone[i] = deviceOfSK(k.SK)
+		}
+		s.announceDevices(ctx, u, gone, true)
 		devices = devices[n:]
 	}
 	return nil

@@ -54,8 +54,20 @@ func (s *Service) OnEvent(ctx context.Context, ev *rooms.Event) {
 			return // a profile change: nobody started or stopped sharing a room
 		}
 	}
-	if err := s.MembershipChanged(ctx, ev.RoomID, id.UserID(*ev.StateKey), ev.Membership()); err != nil {
+	u := id.UserID(*ev.StateKey)
+	if err := s.MembershipChanged(ctx, ev.RoomID, u, ev.Membership()); err != nil {
 		s.Log.Warn("keys: recording a membership change for device lists", "room", ev.RoomID, "user", *ev.StateKey, "err", err)
+	}
+	// Who shares a room changed, so which servers tell us of which users'
+	// devices may have too: copies of remote device lists it touches are
+	// fetched afresh on their next query.
+	switch {
+	case !s.IsLocal(u):
+		s.forgetRemote(ctx, []id.UserID{u})
+	case ev.Membership() != "join":
+		if members, err := s.joinedMembers(ctx, ev.RoomID); err == nil {
+			s.forgetRemote(ctx, members)
+		}
 	}
 }
 

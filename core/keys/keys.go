@@ -18,12 +18,14 @@
 //	e2e#<@user>        xsk#<usage>                               cross-signing key (master, self_signing, user_signing)
 //	e2e#<@user>        sig#d␟<device>␟<@signer>␟<signer key id>  a signature on a device's keys
 //	e2e#<@user>        sig#x␟<public key>␟<@signer>␟<key id>     a signature on the master key
+//	e2e#<@user>        dlseq                                     a local user's device-list stream id (Num), for EDUs
+//	e2e#<@user>        remote                                    whether our copy of a remote user's keys is complete
 //	stream#devicelists <pos>                                     who changed (core/stream)
 //	backup#<@user>     counter / ver#<n> / stat#<n> / etag#<n>   key backup versions (backup.go)
 //	rk#<@user>␟<n>     <room>␟<session>                          one backed-up room key
 //
 // (␟ is the unit separator \x1f.) Everything is addressed by user id, so
-// remote users' keys, once federation fetches them, live in the same items.
+// the copies of remote users' keys (remote.go) live in the same items.
 package keys
 
 import (
@@ -79,8 +81,14 @@ type Service struct {
 	// Notify, if set, is called with the stream's name after each change
 	// is committed (wakes waiting /sync requests in this process).
 	Notify func(stream string)
-	Log    *slog.Logger
-	Now    func() time.Time
+	// Fed, if set, reaches other servers: remote users' keys, and the
+	// EDUs that tell them of our users' changes (remote.go).
+	Fed Federation
+	// Servers lists the servers with joined members in a room (where our
+	// users' device-list updates go).
+	Servers func(ctx context.Context, room id.RoomID) ([]string, error)
+	Log     *slog.Logger
+	Now     func() time.Time
 }
 
 // New builds the service.

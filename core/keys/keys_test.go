@@ -116,7 +116,7 @@ func TestConcurrentClaims(t *testing.T) {
 				go func() {
 					defer wg.Done()
 					svc := keys.New(tb, "test", noRooms{}, noDevices{}, nil, nil)
-					res, err := svc.Claim(ctx, map[id.UserID]map[id.DeviceID]string{user: {dev: "signed_curve25519"}})
+					res, err := svc.Claim(ctx, map[id.UserID]map[id.DeviceID]string{user: {dev: "signed_curve25519"}}, 0)
 					if err != nil {
 						t.Errorf("claimer %d: %v", i, err)
 						return

@@ -15,10 +15,8 @@
 //   - blob thumb/<sha256>/<method>-<w>x<h>[-animated]: cached thumbnails.
 //     They derive from the bytes alone, so identical uploads share them too.
 //
-// Media of other servers is fetched through federation, which Cirrus does not
-// have yet: requests for remote media answer that the server cannot reach
-// it (see ErrRemoteUnavailable) instead of pretending the media does not
-// exist.
+// Media of other servers is fetched through a Fetcher (federation, see
+// remote.go and fedfetch.go) and cached here under the remote server's name.
 package media
 
 import (
@@ -96,6 +94,11 @@ type Config struct {
 	PreviewAllowPrivate bool
 	// PreviewCacheTime is how long a fetched preview is reused.
 	PreviewCacheTime time.Duration
+	// UploadURLs offers MSC3870 upload URLs with /create: a presigned PUT
+	// straight to the blob store, so uploads larger than a Lambda request
+	// can carry still arrive (see upload_url.go). Needs a store that can
+	// presign (S3).
+	UploadURLs bool
 }
 
 func (c *Config) setDefaults() {
@@ -141,6 +144,7 @@ type Service struct {
 	log     *slog.Logger
 	now     func() time.Time
 	preview *previewer
+	fetcher Fetcher
 }
 
 // New builds the service. blobs may be nil only in tests that never touch media.
@@ -191,7 +195,9 @@ type Record struct {
 
 	ServerName string `json:"-"`
 	MediaID    string `json:"-"`
-	version    int64
+	// UploadURL is the MSC3870 upload URL Create made (not stored).
+	UploadURL string `json:"-"`
+	version   int64
 }
 
 // MXC is the record's content URI.
@@ -205,10 +211,11 @@ func pendingIndexPK(user id.UserID) string { return "mediapending#" + string(use
 
 // Errors the handlers map to answers.
 var (
-	// ErrRemoteUnavailable: the media belongs to another server and Cirrus
-	// cannot fetch it yet (no federation). 502, as for any upstream failure.
+	// ErrRemoteUnavailable: the media belongs to another server and this
+	// server has no way to fetch it (no federation configured). 502, as
+	// for any upstream failure.
 	ErrRemoteUnavailable = &httpapi.Error{Status: http.StatusBadGateway, Code: "M_UNKNOWN",
-		Message: "media on other servers cannot be fetched yet (this server has no federation)"}
+		Message: "media on other servers cannot be fetched here (federation is not configured)"}
 	errNotYetUploaded = &httpapi.Error{Status: http.StatusGatewayTimeout, Code: "M_NOT_YET_UPLOADED",
 		Message: "content has not yet been uploaded"}
 	errCannotOverwrite = &httpapi.Error{Status: http.StatusConflict, Code: "M_CANNOT_OVERWRITE_MEDIA",
@@ -345,6 +352,11 @@ func (s *Service) Create(ctx context.Context, user id.UserID) (*Record, error) {
 	}
 	if err := s.t.Put(ctx, it, table.IfNotExists()); err != nil {
 		return nil, err
+	}
+	if s.cfg.UploadURLs {
+		if r.UploadURL, err = s.uploadURL(ctx, r); err != nil {
+			return nil, err
+		}
 	}
 	return r, nil
 }
@@ -500,20 +512,14 @@ func (s *Service) storeBlob(ctx context.Context, sp *spooled, contentType string
 
 // Lookup finds local media for download, waiting up to wait for a pending
 // upload to complete (504 M_NOT_YET_UPLOADED after that). Remote media is
-// answered with ErrRemoteUnavailable, or 404 when the client asked the
-// server not to fetch remote media (allowRemote false).
+// served from the cache, or fetched from its server (wait bounds how long
+// it may take to start answering) unless allowRemote is false (404).
 func (s *Service) Lookup(ctx context.Context, server, mediaID string, wait time.Duration, allowRemote bool) (*Record, error) {
 	if err := CheckAddress(server, mediaID); err != nil {
 		return nil, err
 	}
 	if server != s.cfg.ServerName {
-		if !allowRemote {
-			return nil, httpapi.NotFound("media is remote and allow_remote is false")
-		}
-		// Federation will fetch it here, cache it as a record of this
-		// table (under the remote server's name) and serve it like local
-		// media.
-		return nil, ErrRemoteUnavailable
+		return s.remote(ctx, server, mediaID, wait, allowRemote)
 	}
 	// The wait is real time, whatever clock the service runs on.
 	timer := time.NewTimer(min(max(wait, 0), MaxDownloadWait))

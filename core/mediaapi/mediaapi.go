@@ -12,7 +12,10 @@
 // such way out: the spec gives the upload endpoints no redirect, and API
 // Gateway/Lambda refuse a request body over ~6 MB before Cirrus runs, so on
 // Lambda uploads are limited to media.LambdaPayloadLimit (advertised in
-// /config); the all-in-one process has no such limit.
+// /config); the all-in-one process has no such limit. Clients that speak
+// MSC3870 get an upload URL from /create and upload straight to S3.
+//
+// federation.go serves our media to other servers (multipart/mixed).
 package mediaapi
 
 import (
@@ -122,6 +125,8 @@ func (a *API) UploadTo(w http.ResponseWriter, r *httpapi.Request) {
 type createResp struct {
 	ContentURI      string `json:"content_uri"`
 	UnusedExpiresAt int64  `json:"unused_expires_at"`
+	// UploadURL is MSC3870's: where the client may PUT the bytes instead.
+	UploadURL string `json:"com.beeper.msc3870.upload_url,omitempty"`
 }
 
 // Create is POST /_matrix/media/v1/create.
@@ -130,7 +135,17 @@ func (a *API) Create(r *httpapi.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return createResp{ContentURI: rec.MXC(), UnusedExpiresAt: rec.ExpiresMS}, nil
+	return createResp{ContentURI: rec.MXC(), UnusedExpiresAt: rec.ExpiresMS, UploadURL: rec.UploadURL}, nil
+}
+
+// CompleteUpload is MSC3870's POST /_matrix/media/unstable/com.beeper.msc3870/upload/{serverName}/{mediaId}/complete:
+// the bytes were PUT to the upload URL /create gave; take them in.
+func (a *API) CompleteUpload(r *httpapi.Request) (any, error) {
+	rec, err := a.Media.CompleteUpload(r.Ctx(), r.Caller.UserID, r.PathValue("serverName"), r.PathValue("mediaId"), r.URL.Query().Get("filename"))
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"content_uri": rec.MXC()}, nil
 }
 
 // Config is GET /_matrix/client/v1/media/config (and the legacy
@@ -239,6 +254,35 @@ func (a *API) download(w http.ResponseWriter, r *httpapi.Request, legacy bool) {
 }
 
 func (a *API) thumbnail(w http.ResponseWriter, r *httpapi.Request, legacy bool) {
+	width, height, method, animated, err := thumbnailParams(r)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	o, err := parseFetchOptions(r, legacy)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	var c *media.Content
+	if server := r.PathValue("serverName"); server != a.Media.Config().ServerName {
+		// Remote media: the remote server's thumbnail, cached per size.
+		c, err = a.Media.RemoteThumbnail(r.Context(), server, r.PathValue("mediaId"), width, height, method, animated, o.wait, o.allowRemote, legacy)
+	} else {
+		var rec *media.Record
+		if rec, err = a.lookup(r, o, legacy); err == nil {
+			c, err = a.Media.Thumbnail(r.Context(), rec, width, height, method, animated)
+		}
+	}
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	a.serve(w, r, c, true, o.allowRedirect, !legacy)
+}
+
+// thumbnailParams reads width, height, method and animated.
+func thumbnailParams(r *httpapi.Request) (width, height int, method string, animated bool, err error) {
 	q := r.URL.Query()
 	dim := func(name string) (int, error) {
 		v := q.Get(name)
@@ -251,46 +295,23 @@ func (a *API) thumbnail(w http.ResponseWriter, r *httpapi.Request, legacy bool) 
 		}
 		return n, nil
 	}
-	width, err := dim("width")
-	if err != nil {
-		a.fail(w, r, err)
+	if width, err = dim("width"); err != nil {
 		return
 	}
-	height, err := dim("height")
-	if err != nil {
-		a.fail(w, r, err)
+	if height, err = dim("height"); err != nil {
 		return
 	}
-	method := q.Get("method")
+	method = q.Get("method")
 	switch method {
 	case "":
 		method = media.MethodScale
 	case media.MethodCrop, media.MethodScale:
 	default:
-		a.fail(w, r, httpapi.InvalidParam("method must be crop or scale"))
+		err = httpapi.InvalidParam("method must be crop or scale")
 		return
 	}
-	animated, err := queryBool(r, "animated", false)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	o, err := parseFetchOptions(r, legacy)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	rec, err := a.lookup(r, o, legacy)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	c, err := a.Media.Thumbnail(r.Context(), rec, width, height, method, animated)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	a.serve(w, r, c, true, o.allowRedirect, !legacy)
+	animated, err = queryBool(r, "animated", false)
+	return
 }
 
 // inlineTypes are the content types the spec lists as safe to serve inline.

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/cirrus-matrix/cirrus/core/fanout"
 	"github.com/cirrus-matrix/cirrus/core/table"
 )
 
@@ -26,6 +27,7 @@ type Step struct {
 // Steps is the format history, oldest first. Append; never edit a released step.
 var Steps = []Step{
 	{To: 1, Name: "initial format: accounts, devices, tokens, UIA sessions", Run: func(context.Context, table.Table) error { return nil }},
+	{To: 2, Name: "fan-out worker: cursor at the event stream head", Run: fanout.StartAtHead},
 }
 
 // Current is the format this release writes.

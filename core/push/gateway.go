@@ -69,15 +69,24 @@ func tweaks(actions []json.RawMessage) map[string]any {
 // Notify sends ev to every HTTP pusher of u, one request per pusher,
 // retrying failures with backoff; pushkeys the gateway rejects are removed.
 func (g *Gateway) Notify(ctx context.Context, u id.UserID, ev *rooms.Event, actions []json.RawMessage) error {
+	_, err := g.notify(ctx, u, ev, actions)
+	return err
+}
+
+// notify is Notify, also telling how many HTTP pushers u has (0: nothing
+// was to be sent).
+func (g *Gateway) notify(ctx context.Context, u id.UserID, ev *rooms.Event, actions []json.RawMessage) (int, error) {
 	ps, err := g.Pushers.List(ctx, u)
 	if err != nil {
-		return err
+		return 0, err
 	}
+	count := 0
 	tw := tweaks(actions)
 	for _, p := range ps {
 		if p.Kind != "http" {
 			continue
 		}
+		count++
 		var data map[string]any
 		_ = json.Unmarshal(p.Data, &data)
 		url, _ := data["url"].(string)
@@ -106,12 +115,12 @@ func (g *Gateway) Notify(ctx context.Context, u id.UserID, ev *rooms.Event, acti
 		for _, k := range rejected {
 			if k == p.PushKey {
 				if err := g.Pushers.Delete(ctx, u, p.AppID, p.PushKey); err != nil {
-					return err
+					return count, err
 				}
 			}
 		}
 	}
-	return nil
+	return count, nil
 }
 
 func (g *Gateway) post(ctx context.Context, url string, body []byte) ([]string, error) {

@@ -3,9 +3,11 @@ package push
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"maunium.net/go/mautrix/event"
@@ -13,6 +15,7 @@ import (
 	"maunium.net/go/mautrix/pushrules"
 
 	"github.com/cirrus-matrix/cirrus/core/rooms"
+	"github.com/cirrus-matrix/cirrus/core/stream"
 	"github.com/cirrus-matrix/cirrus/core/table"
 )
 
@@ -27,11 +30,15 @@ type Notification struct {
 	TS        int64             `json:"ts"`
 	Actions   []json.RawMessage `json:"actions"`
 	Highlight bool              `json:"highlight,omitempty"`
+	// Thread is the thread root of a threaded event.
+	Thread id.EventID `json:"thread,omitempty"`
+	// Pushed records that the push gateways have been sent it.
+	Pushed bool `json:"pushed,omitempty"`
 	// Pos is the event's stream position (the item's sort key).
 	Pos int64 `json:"-"`
 }
 
-// Key layout (not yet in ARCHITECTURE.md): both in the user's partition.
+// Key layout (ARCHITECTURE.md): both in the user's partition.
 // notif#<pos> lists all notifications newest last (GET /notifications);
 // nr#<room>\x1f<seq> indexes them by room so unread counts are one small
 // range query from the read receipt on.
@@ -42,7 +49,14 @@ func roomNotifSK(r id.RoomID, seq int64) string {
 }
 
 // Evaluator runs each persisted event through the push rules of the
-// room's local members and records their notifications.
+// room's local members and records their notifications. It runs as a
+// fan-out handler (core/fanout), after the event's own transaction, and is
+// idempotent: a notification is written with IfNotExists keyed by the
+// user and the event's stream position, together with its unread-count
+// marker (and the change record that wakes /sync) in one transaction, so a
+// redelivered event changes nothing; gateway delivery is marked on the
+// notification once done, so a redelivery only repeats pushes that may not
+// have gone out.
 type Evaluator struct {
 	T          table.Table
 	Rooms      *rooms.Service
@@ -50,19 +64,22 @@ type Evaluator struct {
 	ServerName string
 	Log        *slog.Logger
 	Now        func() time.Time
-	// Gateway, if set, sends each notification to the user's HTTP
-	// pushers, in the background (after the event's hooks have returned).
+	// Gateway, if set, sends each new notification to the user's HTTP
+	// pushers.
 	Gateway *Gateway
+	// Changes, if set, is the user's stream that records "the unread
+	// counts of a room changed" (so waiting syncs wake and report them);
+	// ChangeEntry is the entry written for a room. Notify is called with
+	// the stream's name after a change.
+	Changes     func(u id.UserID) *stream.Stream
+	ChangeEntry func(room id.RoomID) []byte
+	Notify      func(stream string)
 }
 
-// OnPersist is the room engine hook (errors are logged: the event is
-// already committed).
-func (e *Evaluator) OnPersist(ev *rooms.Event) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := e.Evaluate(ctx, ev); err != nil && e.Log != nil {
-		e.Log.Warn("push rule evaluation failed", "event", ev.EventID, "err", err)
-	}
+// Handle is the fan-out handler (core/fanout.Handler): Evaluate, then
+// push what is new to the users' gateways.
+func (e *Evaluator) Handle(ctx context.Context, ev *rooms.Event) error {
+	return e.Evaluate(ctx, ev)
 }
 
 func (e *Evaluator) local(u id.UserID) bool {
@@ -70,12 +87,46 @@ func (e *Evaluator) local(u id.UserID) bool {
 	return err == nil && server == e.ServerName
 }
 
-// Evaluate records the notifications ev causes.
+// ThreadOf is the thread root an event belongs to ("" for the main
+// timeline): the event it relates to with rel_type m.thread.
+func ThreadOf(content json.RawMessage) id.EventID {
+	var c struct {
+		RelatesTo *struct {
+			RelType string     `json:"rel_type"`
+			EventID id.EventID `json:"event_id"`
+		} `json:"m.relates_to"`
+	}
+	if json.Unmarshal(content, &c) == nil && c.RelatesTo != nil && c.RelatesTo.RelType == "m.thread" {
+		return c.RelatesTo.EventID
+	}
+	return ""
+}
+
+// Evaluate records the notifications ev causes (and delivers them to the
+// push gateways when a Gateway is set). Safe to repeat for the same event.
 func (e *Evaluator) Evaluate(ctx context.Context, ev *rooms.Event) error {
 	if ev.Outlier || ev.Rejected || ev.SoftFailed || ev.Seq == 0 {
 		return nil
 	}
-	members, err := e.Rooms.CurrentState(ctx, ev.RoomID, "m.room.member")
+	// The room as it was right after the event (the worker may run well
+	// after it; later joiners must not be notified of it).
+	stateIDs, err := e.Rooms.StateIDsAt(ctx, ev, true)
+	if err != nil {
+		return err
+	}
+	var memberIDs []id.EventID
+	var plID id.EventID
+	for k, eid := range stateIDs {
+		switch k.Type {
+		case "m.room.member":
+			memberIDs = append(memberIDs, eid)
+		case "m.room.power_levels":
+			if k.StateKey == "" {
+				plID = eid
+			}
+		}
+	}
+	members, err := e.Rooms.EventsByID(ctx, memberIDs)
 	if err != nil {
 		return err
 	}
@@ -111,12 +162,14 @@ func (e *Evaluator) Evaluate(ctx context.Context, ev *rooms.Event) error {
 		mev.Content.Raw = map[string]any{}
 	}
 	var pl *event.PowerLevelsEventContent
-	if plev, err := e.Rooms.CurrentStateEvent(ctx, ev.RoomID, "m.room.power_levels", ""); err == nil && plev != nil {
+	if plev, err := e.Rooms.Event(ctx, plID); plID != "" && err == nil && plev != nil {
 		pl = &event.PowerLevelsEventContent{}
 		if json.Unmarshal(plev.Content, pl) != nil {
 			pl = nil
 		}
 	}
+	thread := ThreadOf(ev.Content)
+	var deliveries []delivery
 	for _, u := range targets {
 		ignored, err := e.Rules.UserData.IgnoredUsers(ctx, u)
 		if err != nil {
@@ -138,40 +191,128 @@ func (e *Evaluator) Evaluate(ctx context.Context, ev *rooms.Event) error {
 			continue
 		}
 		r := rs.Find(string(rule.Type), rule.RuleID)
-		if err := e.record(ctx, u, ev, r, should.Highlight); err != nil {
+		n, err := e.record(ctx, u, ev, r, should.Highlight, thread)
+		if err != nil {
 			return err
 		}
-		if e.Gateway != nil && r != nil {
-			go e.push(u, ev, r.Actions)
+		if e.Gateway != nil && !n.Pushed {
+			deliveries = append(deliveries, delivery{u, n})
+		}
+	}
+	return e.deliver(ctx, ev, deliveries)
+}
+
+type delivery struct {
+	user id.UserID
+	n    Notification
+}
+
+// gatewayBudget bounds the time one event's gateway deliveries may take
+// (they run in parallel): the fan-out worker must not stall on a dead
+// gateway.
+const gatewayBudget = 20 * time.Second
+
+// deliver pushes the notifications to the users' gateways in parallel and
+// marks each as pushed. A gateway that fails is logged and passed over
+// (Gateway.Notify retries it a few times): it does not hold up the event.
+func (e *Evaluator) deliver(ctx context.Context, ev *rooms.Event, ds []delivery) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	gctx, cancel := context.WithTimeout(ctx, gatewayBudget)
+	defer cancel()
+	errs := make([]error, len(ds))
+	var wg sync.WaitGroup
+	for i, d := range ds {
+		wg.Go(func() {
+			n, err := e.Gateway.notify(gctx, d.user, ev, d.n.Actions)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			if n > 0 { // without pushers there is nothing to remember
+				errs[i] = e.markPushed(ctx, d.user, d.n)
+			}
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil && e.Log != nil {
+			e.Log.Warn("push delivery failed", "user", ds[i].user, "event", ev.EventID, "err", err)
 		}
 	}
 	return nil
 }
 
-func (e *Evaluator) push(u id.UserID, ev *rooms.Event, actions []json.RawMessage) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := e.Gateway.Notify(ctx, u, ev, actions); err != nil && e.Log != nil {
-		e.Log.Warn("push delivery failed", "user", u, "event", ev.EventID, "err", err)
+func (e *Evaluator) markPushed(ctx context.Context, u id.UserID, n Notification) error {
+	n.Pushed = true
+	data, _ := json.Marshal(n)
+	it, err := e.T.Get(ctx, table.Key{PK: userPK(u), SK: notifSK(n.Pos)})
+	if errors.Is(err, table.ErrNotFound) {
+		return nil
 	}
+	if err != nil {
+		return err
+	}
+	it.Data = data
+	return e.T.Put(ctx, it, table.IfExists())
 }
 
-func (e *Evaluator) record(ctx context.Context, u id.UserID, ev *rooms.Event, rule *Rule, highlight bool) error {
+// record writes u's notification for ev unless it exists, and returns the
+// stored one.
+func (e *Evaluator) record(ctx context.Context, u id.UserID, ev *rooms.Event, rule *Rule, highlight bool, thread id.EventID) (Notification, error) {
 	now := time.Now
 	if e.Now != nil {
 		now = e.Now
 	}
-	n := Notification{RoomID: ev.RoomID, EventID: ev.EventID, Seq: ev.Seq, TS: now().UnixMilli(), Highlight: highlight}
+	n := Notification{RoomID: ev.RoomID, EventID: ev.EventID, Seq: ev.Seq, TS: now().UnixMilli(), Highlight: highlight,
+		Thread: thread, Pos: ev.Pos}
 	if rule != nil {
 		n.Actions = rule.Actions
 	}
 	data, _ := json.Marshal(n)
-	flag, _ := json.Marshal(map[string]bool{"h": highlight})
+	flag, _ := json.Marshal(unreadFlag{H: highlight, T: thread})
 	ttl := now().Add(notificationTTL).Unix()
-	return e.T.Transact(ctx, []table.Op{
-		table.Put(table.Item{PK: userPK(u), SK: notifSK(ev.Pos), Data: data, TTL: ttl}, table.Cond{}),
+	ops := []table.Op{
+		table.Put(table.Item{PK: userPK(u), SK: notifSK(ev.Pos), Data: data, TTL: ttl}, table.IfNotExists()),
 		table.Put(table.Item{PK: userPK(u), SK: roomNotifSK(ev.RoomID, ev.Seq), Data: flag, TTL: ttl}, table.Cond{}),
-	})
+	}
+	var err error
+	var st *stream.Stream
+	if e.Changes != nil && e.ChangeEntry != nil {
+		st = e.Changes(u)
+		entry := e.ChangeEntry(ev.RoomID)
+		_, err = st.Append(ctx, func(int64) ([]byte, []table.Op, error) { return entry, ops, nil })
+	} else {
+		err = e.T.Transact(ctx, ops)
+	}
+	var txe *table.TxError
+	if errors.As(err, &txe) && txe.Index == 0 {
+		// Recorded before (a redelivered event): keep what is stored.
+		it, err := e.T.Get(ctx, table.Key{PK: userPK(u), SK: notifSK(ev.Pos)})
+		if err != nil {
+			return n, err
+		}
+		var old Notification
+		if err := json.Unmarshal(it.Data, &old); err != nil {
+			return n, err
+		}
+		old.Pos = ev.Pos
+		return old, nil
+	}
+	if err != nil {
+		return n, err
+	}
+	if st != nil && e.Notify != nil {
+		e.Notify(st.Name)
+	}
+	return n, nil
+}
+
+// unreadFlag is the payload of an unread marker (nr#…).
+type unreadFlag struct {
+	H bool       `json:"h"`
+	T id.EventID `json:"t,omitempty"`
 }
 
 // roomView is what mautrix's condition matching asks of a room.
@@ -262,4 +403,40 @@ func List(ctx context.Context, t table.Table, u id.UserID, before int64, limit i
 		}
 		q.Cursor = page.Next
 	}
+}
+
+// Marker is one unread notification marker of a room: its room sequence,
+// highlight flag and thread root ("" for the main timeline).
+type Marker struct {
+	Seq       int64
+	Highlight bool
+	Thread    id.EventID
+}
+
+// Markers returns u's unread markers in room after room sequence
+// afterSeq, oldest first, at most max (for per-thread counts).
+func Markers(ctx context.Context, t table.Table, u id.UserID, room id.RoomID, afterSeq int64, max int) ([]Marker, error) {
+	q := table.Query{PK: userPK(u), From: roomNotifSK(room, afterSeq+1), To: fmt.Sprintf("nr#%s\x1f~", room), Limit: max}
+	var out []Marker
+	for len(out) < max {
+		page, err := t.Query(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		for _, it := range page.Items {
+			if len(out) == max {
+				break
+			}
+			var f unreadFlag
+			_ = json.Unmarshal(it.Data, &f)
+			var seq int64
+			fmt.Sscanf(it.SK[strings.LastIndexByte(it.SK, 0x1f)+1:], "%d", &seq)
+			out = append(out, Marker{Seq: seq, Highlight: f.H, Thread: f.T})
+		}
+		if page.Next == "" {
+			break
+		}
+		q.Cursor = page.Next
+	}
+	return out, nil
 }

@@ -45,8 +45,11 @@ var FederationQueue = queue.Spec{
 	Retention:         4 * 24 * time.Hour,
 }
 
-// FanoutQueue carries every persisted event to the worker that wakes /sync,
-// evaluates push rules and counts unread messages. FIFO grouped by room.
+// FanoutQueue wakes the fan-out worker (core/fanout) after each persisted
+// event. The work itself is the event stream after the worker's cursor, so
+// a message is only a nudge: FIFO with a single message group (one batch in
+// flight, so one worker drains the stream at a time and a burst's messages
+// are coalesced into one pass), deduplicated per stream position.
 var FanoutQueue = queue.Spec{
 	Name:              "cirrus-fanout.fifo",
 	FIFO:              true,
@@ -55,8 +58,19 @@ var FanoutQueue = queue.Spec{
 	Retention:         4 * 24 * time.Hour,
 }
 
+// AppServiceQueue carries delivery work for application services (bridges,
+// bots). FIFO with one message group per service: each gets its
+// transactions in order, one in flight at a time.
+var AppServiceQueue = queue.Spec{
+	Name:              "cirrus-appservice.fifo",
+	FIFO:              true,
+	VisibilityTimeout: 60 * time.Second,
+	MaxReceives:       50,
+	Retention:         4 * 24 * time.Hour,
+}
+
 // Queues lists every queue (each also has a dead-letter queue, Spec.DeadLetterName).
-var Queues = []queue.Spec{FederationQueue, FanoutQueue}
+var Queues = []queue.Spec{FederationQueue, FanoutQueue, AppServiceQueue}
 
 // MediaBucket is the default S3 bucket name (CIRRUS_MEDIA_BUCKET overrides it).
 const MediaBucket = "cirrus-media"

@@ -68,6 +68,9 @@ func (s *Service) CreateAlias(ctx context.Context, a id.RoomAlias, r id.RoomID, 
 // ResolveAlias returns the room of a local alias (M_NOT_FOUND if unknown).
 func (s *Service) ResolveAlias(ctx context.Context, a id.RoomAlias) (id.RoomID, error) {
 	it, err := s.T.Get(ctx, aliasKey(a))
+	if errors.Is(err, table.ErrNotFound) && s.AliasMissing != nil && s.AliasMissing(ctx, a) {
+		it, err = s.T.Get(ctx, aliasKey(a))
+	}
 	if errors.Is(err, table.ErrNotFound) {
 		return "", httpapi.NotFound("room alias %s not found", a)
 	}

@@ -13,9 +13,9 @@ import (
 )
 
 // SupportedVersions are the room versions this server creates and joins.
-// Versions 1 and 2 use a different event format (server-chosen event ids)
-// that the engine does not build yet.
-var SupportedVersions = []id.RoomVersion{"3", "4", "5", "6", "7", "8", "9", "10", "11", "12"}
+// Versions 1 and 2 use the original event format (server-chosen event
+// ids, reference pairs): v1events.go.
+var SupportedVersions = []id.RoomVersion{"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"}
 
 // DefaultVersion is used when createRoom names none.
 const DefaultVersion id.RoomVersion = "12"
@@ -59,7 +59,9 @@ func (s *Service) CreateRoom(ctx context.Context, req CreateRequest) (id.RoomID,
 		return "", &httpapi.Error{Status: 400, Code: "M_UNSUPPORTED_ROOM_VERSION", Message: "unsupported room version " + string(rv)}
 	}
 	if req.Alias != "" {
-		if _, err := s.ResolveAlias(ctx, req.Alias); err == nil {
+		// The stored mapping only: ResolveAlias could ask an application
+		// service, which may be the one creating this room right now.
+		if _, err := s.LookupAlias(ctx, req.Alias); err == nil {
 			return "", &httpapi.Error{Status: 400, Code: "M_ROOM_IN_USE", Message: "room alias already taken"}
 		}
 	}

@@ -259,3 +259,67 @@ func (s *Service) PublishedRooms(ctx context.Context) ([]id.RoomID, error) {
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 	return out, nil
 }
+
+// Application service network directories: a room published by an
+// application service under one of its networks (third-party protocol
+// instances) is the item room#<!id> / netdir#<network>, listed in the
+// index under "publicnets" with gsk = network + "\x1f" + room id.
+const publicNetsIndex = "publicnets"
+
+func networkDirKey(r id.RoomID, network string) table.Key {
+	return table.Key{PK: roomPK(r), SK: "netdir#" + network}
+}
+
+// SetNetworkVisibility publishes a room in (or removes it from) a network's
+// directory.
+func (s *Service) SetNetworkVisibility(ctx context.Context, network string, r id.RoomID, public bool) error {
+	k := networkDirKey(r, network)
+	if !public {
+		return s.T.Delete(ctx, k, table.Cond{})
+	}
+	return s.T.Put(ctx, table.Item{PK: k.PK, SK: k.SK, GPK: publicNetsIndex, GSK: network + "\x1f" + string(r),
+		Data: []byte(network)}, table.Cond{})
+}
+
+// NetworkRooms lists the rooms published in a network's directory, or in
+// every network's when network is "", sorted by room id and each once. Like
+// PublishedRooms it confirms the index's answer with the items themselves.
+func (s *Service) NetworkRooms(ctx context.Context, network string) ([]id.RoomID, error) {
+	q := table.Query{Index: table.IndexName, PK: publicNetsIndex}
+	if network != "" {
+		q.Prefix = network + "\x1f"
+	}
+	var keys []table.Key
+	for {
+		page, err := s.T.Query(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		for _, it := range page.Items {
+			if net, room, ok := strings.Cut(it.GSK, "\x1f"); ok {
+				keys = append(keys, networkDirKey(id.RoomID(room), net))
+			}
+		}
+		if page.Next == "" {
+			break
+		}
+		q.Cursor = page.Next
+	}
+	seen := map[id.RoomID]bool{}
+	var out []id.RoomID
+	for start := 0; start < len(keys); start += table.MaxBatchGet {
+		items, err := s.T.GetMany(ctx, keys[start:min(start+table.MaxBatchGet, len(keys))])
+		if err != nil {
+			return nil, err
+		}
+		for _, it := range items {
+			r := id.RoomID(strings.TrimPrefix(it.PK, "room#"))
+			if !seen[r] {
+				seen[r] = true
+				out = append(out, r)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out, nil
+}

@@ -68,6 +68,14 @@ func (s *Service) indexOps(ctx context.Context, ev *Event) ([]table.Op, error) {
 // origin_server_ts. It reads the room's time index, so the cost is one
 // range query plus the events it has to skip for visibility (nil if none).
 func (s *Service) EventNearTime(ctx context.Context, u id.UserID, r id.RoomID, ts int64, dir byte) (*Event, error) {
+	return s.EventNearTimeFor(ctx, r, ts, dir, func(ctx context.Context, evs []*Event) ([]*Event, error) {
+		return s.CanSee(ctx, u, evs)
+	})
+}
+
+// EventNearTimeFor is EventNearTime with the visibility check given (keep
+// returns the events the asker may see): federation asks for a server.
+func (s *Service) EventNearTimeFor(ctx context.Context, r id.RoomID, ts int64, dir byte, keep func(context.Context, []*Event) ([]*Event, error)) (*Event, error) {
 	q := table.Query{PK: roomPK(r), Limit: 50}
 	if dir == Forward {
 		q.From, q.To = tsSK(ts, 0), "ts#9999999999999999#9999999999999999"
@@ -94,7 +102,7 @@ func (s *Service) EventNearTime(ctx context.Context, u id.UserID, r id.RoomID, t
 		if err != nil {
 			return nil, err
 		}
-		if vis, err := s.CanSee(ctx, u, evs); err != nil {
+		if vis, err := keep(ctx, evs); err != nil {
 			return nil, err
 		} else if len(vis) > 0 {
 			return vis[0], nil

@@ -13,7 +13,6 @@ package rooms
 import (
 	"context"
 	"encoding/json"
-	jsonv2 "encoding/json/v2"
 	"errors"
 	"fmt"
 	"maps"
@@ -21,7 +20,6 @@ import (
 	"sort"
 	"strings"
 
-	"maunium.net/go/mautrix/crypto/canonicaljson"
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
 
@@ -74,7 +72,12 @@ func nextExtremities(ext []id.EventID, ev *Event) []id.EventID {
 	var f struct {
 		Prev []id.EventID `json:"prev_events"`
 	}
-	_ = json.Unmarshal(ev.PDU, &f)
+	if err := json.Unmarshal(ev.PDU, &f); err != nil {
+		// v1/v2 references are [id, hashes] pairs (v1events.go).
+		if p, err := parsePDU(ev.PDU); err == nil {
+			f.Prev = p.PrevEvents
+		}
+	}
 	out := []id.EventID{ev.EventID}
 	for _, e := range ext {
 		if e != ev.EventID && !slices.Contains(f.Prev, e) {
@@ -357,7 +360,7 @@ func (s *Service) groupFromState(ctx context.Context, g, parent string, st State
 func storedPDU(p *pdu.PDU) ([]byte, error) {
 	c := *p
 	c.Unsigned = nil
-	raw, err := canonicaljson.Marshal(&c)
+	raw, err := EncodePDU(&c) // v1events.go: v1/v2 events keep their format
 	if err != nil {
 		return nil, err
 	}
@@ -784,7 +787,7 @@ func (s *Service) CreateJoinedRoom(ctx context.Context, jr JoinedRoom) (*Event, 
 	// History, each event in its own small transaction while the head does
 	// not exist yet.
 	var persisted []*Event
-	seq := int64(0)
+	seq := JoinedSeqBase // the sequences below are for backfill (backfill.go)
 	for _, o := range jr.History {
 		raw, err := storedPDU(o.PDU)
 		if err != nil {
@@ -879,7 +882,7 @@ func (s *Service) StoreStrayMembership(ctx context.Context, r id.RoomID, rv id.R
 	var raw []byte
 	var err error
 	if keepUnsigned {
-		raw, err = canonicaljson.Marshal(p)
+		raw, err = EncodePDU(p)
 	} else {
 		raw, err = storedPDU(p)
 	}
@@ -984,6 +987,13 @@ func (s *Service) BuildTemplate(ctx context.Context, r id.RoomID, ne NewEvent) (
 			continue // v12: the room id stands for it
 		}
 		p.AuthEvents = append(p.AuthEvents, se.EventID)
+	}
+	if LegacyEventFormat(rv) {
+		// v1/v2 (v1events.go): the template carries an event id (the joining
+		// server picks its own) and reference pairs.
+		if err := s.legacyForm(ctx, rv, p, NewLegacyEventID(s.ServerName)); err != nil {
+			return nil, err
+		}
 	}
 	return t, nil
 }
@@ -1206,7 +1216,7 @@ func (e *Event) RedactedPDU() (json.RawMessage, error) {
 	if err != nil {
 		return nil, err
 	}
-	return jsonv2.Marshal(p.Redact(e.RoomVersion))
+	return EncodePDU(p.Redact(e.RoomVersion)) // v1/v2 events keep their format
 }
 
 // --- Memberships that need another server (called from membership.go). ---

@@ -16,7 +16,7 @@ import (
 // server's admins to read: reports / <%016d received ms>#<random id>.
 const reportsPK = "reports"
 
-// Report is one report of a room or an event.
+// Report is one report of a room, an event or a user.
 type Report struct {
 	ID         string     `json:"id"`
 	RoomID     id.RoomID  `json:"room_id"`
@@ -27,6 +27,8 @@ type Report struct {
 	ReceivedTS int64      `json:"received_ts"`
 	// Sender is who sent the reported event (so admins need not look it up).
 	Sender id.UserID `json:"sender,omitempty"`
+	// ReportedUser is the user a user report is about (no room, no event).
+	ReportedUser id.UserID `json:"reported_user_id,omitempty"`
 }
 
 // AddReport stores a report.

@@ -31,6 +31,10 @@ import (
 // MaxEventBytes is the spec's limit on an event's canonical JSON.
 const MaxEventBytes = 65536
 
+// EventsStream names the global event stream (what incremental /sync and
+// the fan-out worker read).
+const EventsStream = "events"
+
 // Service is the room engine.
 type Service struct {
 	T          table.Table
@@ -45,6 +49,10 @@ type Service struct {
 	// Profile, if set, gives a local user's displayname and avatar for
 	// member events.
 	Profile func(ctx context.Context, u id.UserID) (displayname, avatarURL string)
+	// AliasMissing, if set, is asked about a local alias that does not
+	// exist (application services create rooms on demand); true means it
+	// may exist now and the lookup is tried once more.
+	AliasMissing func(ctx context.Context, a id.RoomAlias) bool
 	// Resolve is state resolution (core/stateres.Resolve), needed once a
 	// room has several forward extremities (remote.go).
 	Resolve ResolveFunc
@@ -67,7 +75,7 @@ func New(t table.Table, serverName string, key *signing.Key, log *slog.Logger, n
 		log = slog.Default()
 	}
 	return &Service{T: t, ServerName: serverName, Key: key, Log: log, Now: now,
-		Events: &stream.Stream{T: t, Name: "events", Now: now}}
+		Events: &stream.Stream{T: t, Name: EventsStream, Now: now}}
 }
 
 // Key layout (ARCHITECTURE.md, "Key schema").

@@ -7,8 +7,10 @@ import (
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/cirrus-matrix/cirrus/core/clientapi"
 	"github.com/cirrus-matrix/cirrus/core/federation"
 	h "github.com/cirrus-matrix/cirrus/core/httpapi"
+	"github.com/cirrus-matrix/cirrus/core/media"
 	"github.com/cirrus-matrix/cirrus/core/stateres"
 )
 
@@ -47,7 +49,42 @@ func (s *Server) withFederation() *Server {
 		return out, nil
 	}
 	s.fed = f
+	if s.fanout != nil {
+		// Our events reach the federation outbox from the fan-out worker:
+		// durable from the event's commit (nothing is lost in between).
+		f.Sender.ViaFanout = true
+		s.fanout.Register("federation", f.Sender.Deliver)
+	}
 	s.client.RemoteProfile = f.QueryRemoteProfile
+	// Remote media is fetched over federation (media.FederationFetcher).
+	s.media.SetFetcher(&media.FederationFetcher{Client: f.Client, AllowHTTPRedirects: s.cfg.Federation.AllowPrivate})
+	if s.roomsAPI != nil {
+		ra := s.roomsAPI
+		ra.Backfill = f.BackfillRoom
+		f.Directory = func(ctx context.Context, q federation.DirectoryQuery) (any, error) {
+			return ra.ListPublicRooms(ctx, clientapi.PublicRoomsQuery(q))
+		}
+		ra.RemotePublicRooms = func(ctx context.Context, server string, q clientapi.PublicRoomsQuery) (any, error) {
+			return f.QueryPublicRooms(ctx, server, federation.DirectoryQuery(q))
+		}
+		ra.RemoteTimestamp = f.RemoteTimestampToEvent
+	}
+	if da := s.discoveryAPI; da != nil {
+		f.SpaceHierarchy = func(ctx context.Context, origin string, room id.RoomID, suggested bool) (*federation.SpaceHierarchy, error) {
+			sp, err := da.ServerHierarchy(ctx, origin, room, suggested)
+			if err != nil {
+				return nil, err
+			}
+			return (*federation.SpaceHierarchy)(sp), nil
+		}
+		da.RemoteHierarchy = func(ctx context.Context, servers []string, room id.RoomID, suggested bool) (*clientapi.RemoteSpace, error) {
+			sp, err := f.QueryHierarchy(ctx, servers, room, suggested)
+			if err != nil {
+				return nil, err
+			}
+			return (*clientapi.RemoteSpace)(sp), nil
+		}
+	}
 	return s
 }
 
@@ -86,7 +123,23 @@ func (s *Server) federationRoutes() []h.Route {
 		{Method: http.MethodGet, Path: fv1 + "/make_leave/{roomId}/{userId}", Function: FnFederation, Auth: fed, Handle: f.MakeLeave},
 		{Method: http.MethodPut, Path: fv2 + "/send_leave/{roomId}/{eventId}", Function: FnFederation, Auth: fed, Handle: f.SendLeave},
 		{Method: http.MethodPut, Path: fv2 + "/invite/{roomId}/{eventId}", Function: FnFederation, Auth: fed, Handle: f.Invite},
+		{Method: http.MethodPut, Path: fv1 + "/invite/{roomId}/{eventId}", Function: FnFederation, Auth: fed, Handle: f.InviteV1},
+		{Method: http.MethodPut, Path: fv1 + "/exchange_third_party_invite/{roomId}", Function: FnFederation, Auth: fed, Handle: f.ExchangeThirdPartyInvite},
+		{Method: http.MethodPut, Path: fv1 + "/3pid/onbind", Function: FnFederation, Limit: LimitJoin, Handle: f.OnBind},
+		{Method: http.MethodGet, Path: fv1 + "/hierarchy/{roomId}", Function: FnFederation, Auth: fed, Handle: f.Hierarchy},
+		{Method: http.MethodGet, Path: fv1 + "/timestamp_to_event/{roomId}", Function: FnFederation, Auth: fed, Handle: f.TimestampToEvent},
+		{Method: http.MethodGet, Path: fv1 + "/publicRooms", Function: FnFederation, Auth: fed, Handle: f.PublicRoomsGet},
+		{Method: http.MethodPost, Path: fv1 + "/publicRooms", Function: FnFederation, Auth: fed, Handle: f.PublicRoomsPost},
+		{Method: http.MethodGet, Path: fv1 + "/make_knock/{roomId}/{userId}", Function: FnFederation, Auth: fed, Handle: f.MakeKnock},
+		{Method: http.MethodPut, Path: fv1 + "/send_knock/{roomId}/{eventId}", Function: FnFederation, Auth: fed, Handle: f.SendKnock},
 		{Method: http.MethodGet, Path: fv1 + "/query/directory", Function: FnFederation, Auth: fed, Handle: f.QueryDirectory},
 		{Method: http.MethodGet, Path: fv1 + "/query/profile", Function: FnFederation, Auth: fed, Handle: f.QueryProfile},
+		// End-to-end encryption: our users' devices and keys (keys.go).
+		{Method: http.MethodGet, Path: fv1 + "/user/devices/{userId}", Function: FnFederation, Auth: fed, Handle: s.userKeysFed().Devices},
+		{Method: http.MethodPost, Path: fv1 + "/user/keys/query", Function: FnFederation, Auth: fed, Handle: s.userKeysFed().Query},
+		{Method: http.MethodPost, Path: fv1 + "/user/keys/claim", Function: FnFederation, Auth: fed, Handle: s.userKeysFed().Claim},
+		// Our media for other servers: binary multipart answers, so served by the Media function.
+		{Method: http.MethodGet, Path: fv1 + "/media/download/{mediaId}", Function: FnMedia, Auth: fed, Raw: s.mediaAPI.FederationDownload},
+		{Method: http.MethodGet, Path: fv1 + "/media/thumbnail/{mediaId}", Function: FnMedia, Auth: fed, Raw: s.mediaAPI.FederationThumbnail},
 	}
 }

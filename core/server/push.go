@@ -7,9 +7,9 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/cirrus-matrix/cirrus/core/clientapi"
+	"github.com/cirrus-matrix/cirrus/core/clientsync"
 	"github.com/cirrus-matrix/cirrus/core/netguard"
 	"github.com/cirrus-matrix/cirrus/core/push"
-	"github.com/cirrus-matrix/cirrus/core/rooms"
 	"github.com/cirrus-matrix/cirrus/core/table"
 	"github.com/cirrus-matrix/cirrus/core/userdata"
 )
@@ -18,12 +18,12 @@ import (
 // reports. It runs after withSync: the rules live in the account data that
 // service keeps (and /sync shows).
 //
-// Push rules are evaluated inline in the room engine's OnPersist, in the
-// process that persisted the event, before the hooks that wake waiting
-// syncs (so a woken /sync sees the counts). The FanoutQueue is not used yet.
-// Delivery to HTTP push gateways runs in a goroutine: reliable in the
-// all-in-one, best effort on Lambda (a frozen instance delays it, a
-// recycled one loses it) until it moves to a queue worker.
+// Push rules are evaluated by the fan-out worker (core/fanout: in-process
+// in the all-in-one, the FanoutWorker Lambda on AWS), once per event and
+// idempotently: notifications, unread counts and push gateway delivery.
+// Each notification also records a change in the user's account data
+// stream (clientsync.UnreadChangedType) so a waiting /sync wakes and
+// reports the room's new counts.
 func (s *Server) withPush() *Server {
 	rules := &push.Rules{UserData: s.userDataAPI.UserData}
 	// Pusher URLs come from users: never let them reach internal hosts.
@@ -33,16 +33,14 @@ func (s *Server) withPush() *Server {
 		s.deps.Log.Warn("CIRRUS_PUSH_ALLOW_PRIVATE=true: push gateways may be on loopback and private addresses (tests only)")
 	}
 	pushers := &push.Pushers{T: s.deps.Table}
+	ud := s.userDataAPI.UserData
 	ev := &push.Evaluator{T: s.deps.Table, Rooms: s.rooms, Rules: rules,
 		ServerName: s.cfg.Client.ServerName, Log: s.deps.Log, Now: s.deps.Now,
-		Gateway: &push.Gateway{Pushers: pushers, Log: s.deps.Log, Client: netguard.NewClient(allow)}}
-	prev := s.rooms.OnPersist
-	s.rooms.OnPersist = func(e *rooms.Event) {
-		ev.OnPersist(e)
-		if prev != nil {
-			prev(e)
-		}
-	}
+		Gateway:     &push.Gateway{Pushers: pushers, Log: s.deps.Log, Client: netguard.NewClient(allow)},
+		Changes:     ud.AccountDataStream,
+		ChangeEntry: clientsync.UnreadChangedEntry,
+		Notify:      s.syncAPI.Service.Notifier.Notify}
+	s.fanout.Register("push", ev.Handle)
 	s.syncAPI.Service.Unread = unreadCounts{s.deps.Table}
 	// Clients learn the push rules from /sync: send the server's defaults
 	// until the user has changed a rule (and so stored the ruleset).
@@ -61,4 +59,13 @@ type unreadCounts struct{ t table.Table }
 
 func (u unreadCounts) Counts(ctx context.Context, user id.UserID, room id.RoomID, afterSeq int64, max int) (int, int, error) {
 	return push.Counts(ctx, u.t, user, room, afterSeq, max)
+}
+
+func (u unreadCounts) Markers(ctx context.Context, user id.UserID, room id.RoomID, afterSeq int64, max int) ([]clientsync.UnreadMarker, error) {
+	ms, err := push.Markers(ctx, u.t, user, room, afterSeq, max)
+	out := make([]clientsync.UnreadMarker, len(ms))
+	for i, m := range ms {
+		out[i] = clientsync.UnreadMarker(m)
+	}
+	return out, err
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"net/http"
 
+	"github.com/cirrus-matrix/cirrus/core/clientapi"
 	h "github.com/cirrus-matrix/cirrus/core/httpapi"
 )
 
@@ -18,7 +19,7 @@ const (
 	FnTimeline  = "ClientTimeline"  // reading events: event, messages, context, relations
 	FnKeys      = "ClientKeys"      // end-to-end encryption: device and cross-signing keys, key backup
 	FnMedia     = "Media"           // content repository: uploads, downloads, thumbnails, URL previews
-	FnSync      = "ClientSync"      // only /sync: the held long-poll stays small
+	FnSync      = "ClientSync"      // /sync and peeking (/events): the held long-polls stay small
 	FnUserData  = "ClientUserData"  // filters, account data, tags, typing, receipts, read markers, presence, to-device
 )
 
@@ -66,6 +67,13 @@ func (s *Server) routes() []h.Route {
 		{Method: http.MethodPost, Path: cv3 + "/logout", Function: FnAuth, Auth: h.AuthRequired, Handle: c.Logout},
 		{Method: http.MethodPost, Path: cv3 + "/logout/all", Function: FnAuth, Auth: h.AuthRequired, Handle: c.LogoutAll},
 		{Method: http.MethodGet, Path: cv3 + "/account/whoami", Function: FnAuth, Auth: h.AuthRequired, Handle: c.WhoAmI},
+		// SSO login through OpenID Connect providers (sso.go); OAuth 2.0
+		// (next-generation auth) metadata: not supported, the spec's 404.
+		{Method: http.MethodGet, Path: cv3 + "/login/sso/redirect", Function: FnAuth, Limit: LimitLogin, Raw: s.ssoAPI.Redirect},
+		{Method: http.MethodGet, Path: cv3 + "/login/sso/redirect/{idpId}", Function: FnAuth, Limit: LimitLogin, Raw: s.ssoAPI.Redirect},
+		{Method: http.MethodGet, Path: clientapi.SSOCallbackPath, Function: FnAuth, Limit: LimitLogin, Raw: s.ssoAPI.Callback},
+		{Method: http.MethodGet, Path: cv3 + "/auth/m.login.sso/fallback/web", Function: FnAuth, Limit: LimitLogin, Raw: s.ssoAPI.UIAFallback},
+		{Method: http.MethodGet, Path: cv1 + "/auth_metadata", Function: FnDiscovery, Handle: clientapi.AuthMetadata},
 
 		// Account, devices, profiles, admin.
 		{Method: http.MethodPost, Path: cv1 + "/login/get_token", Function: FnAuth, Auth: h.AuthRequired, Limit: LimitLogin, Handle: c.GetLoginToken},
@@ -73,6 +81,11 @@ func (s *Server) routes() []h.Route {
 		{Method: http.MethodPost, Path: cv3 + "/register/msisdn/requestToken", Function: FnAuth, Limit: LimitRegister, Handle: c.RegisterMSISDNRequestToken},
 		{Method: http.MethodGet, Path: "/_synapse/admin/v1/register", Function: FnAuth, Limit: LimitRegister, Handle: c.SharedSecretNonce},
 		{Method: http.MethodPost, Path: "/_synapse/admin/v1/register", Function: FnAuth, Limit: LimitRegister, Handle: c.SharedSecretRegister},
+		{Method: http.MethodGet, Path: cv3 + "/admin/whois/{userId}", Function: FnAccount, Auth: h.AuthRequired, Handle: c.Whois},
+		{Method: http.MethodGet, Path: cv1 + "/admin/suspend/{userId}", Function: FnAccount, Auth: h.AuthRequired, Handle: c.GetSuspended},
+		{Method: http.MethodPut, Path: cv1 + "/admin/suspend/{userId}", Function: FnAccount, Auth: h.AuthRequired, Handle: c.PutSuspended},
+		{Method: http.MethodGet, Path: cv1 + "/admin/lock/{userId}", Function: FnAccount, Auth: h.AuthRequired, Handle: c.GetLocked},
+		{Method: http.MethodPut, Path: cv1 + "/admin/lock/{userId}", Function: FnAccount, Auth: h.AuthRequired, Handle: c.PutLocked},
 		{Method: http.MethodGet, Path: cv3 + "/devices", Function: FnAccount, Auth: h.AuthRequired, Handle: c.Devices},
 		{Method: http.MethodGet, Path: cv3 + "/devices/{deviceId}", Function: FnAccount, Auth: h.AuthRequired, Handle: c.Device},
 		{Method: http.MethodPut, Path: cv3 + "/devices/{deviceId}", Function: FnAccount, Auth: h.AuthRequired, Handle: c.UpdateDevice},
@@ -111,10 +124,15 @@ func (s *Server) routes() []h.Route {
 		{Method: http.MethodGet, Path: cv3 + "/rooms/{roomId}/members", Function: FnRooms, Auth: h.AuthRequired, Handle: rm.Members},
 		{Method: http.MethodGet, Path: cv3 + "/rooms/{roomId}/state", Function: FnRooms, Auth: h.AuthRequired, Handle: rm.GetState},
 		{Method: http.MethodGet, Path: cv3 + "/rooms/{roomId}/state/{eventType}/{stateKey...}", Function: FnRooms, Auth: h.AuthRequired, Handle: rm.GetStateEvent},
+		// The empty state key (".../state/m.room.name/"): API Gateway's greedy
+		// {stateKey+} needs a non-empty rest and it ignores the trailing slash,
+		// so this route carries those requests to the function.
+		{Method: http.MethodGet, Path: cv3 + "/rooms/{roomId}/state/{eventType}", Function: FnRooms, Auth: h.AuthRequired, Handle: rm.GetStateEvent},
 
 		// Sending: the hot write path.
 		{Method: http.MethodPut, Path: cv3 + "/rooms/{roomId}/send/{eventType}/{txnId}", Function: FnSend, Auth: h.AuthRequired, Limit: LimitSend, Handle: rm.Send},
 		{Method: http.MethodPut, Path: cv3 + "/rooms/{roomId}/state/{eventType}/{stateKey...}", Function: FnSend, Auth: h.AuthRequired, Limit: LimitSend, Handle: rm.PutState},
+		{Method: http.MethodPut, Path: cv3 + "/rooms/{roomId}/state/{eventType}", Function: FnSend, Auth: h.AuthRequired, Limit: LimitSend, Handle: rm.PutState}, // empty state key (above)
 		{Method: http.MethodPut, Path: cv3 + "/rooms/{roomId}/redact/{eventId}/{txnId}", Function: FnSend, Auth: h.AuthRequired, Limit: LimitSend, Handle: rm.Redact},
 
 		// Reading the timeline.
@@ -126,6 +144,7 @@ func (s *Server) routes() []h.Route {
 		{Method: http.MethodGet, Path: cv1 + "/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}", Function: FnTimeline, Auth: h.AuthRequired, Handle: rm.Relations},
 		{Method: http.MethodGet, Path: cv1 + "/rooms/{roomId}/threads", Function: FnTimeline, Auth: h.AuthRequired, Handle: rm.Threads},
 		{Method: http.MethodGet, Path: cv1 + "/rooms/{roomId}/timestamp_to_event", Function: FnTimeline, Auth: h.AuthRequired, Handle: rm.TimestampToEvent},
+		{Method: http.MethodPost, Path: cv3 + "/search", Function: FnTimeline, Auth: h.AuthRequired, Handle: s.searchAPI.Search},
 
 		// Aliases, the published room directory, upgrades, reports.
 		{Method: http.MethodPut, Path: cv3 + "/directory/room/{roomAlias}", Function: FnRooms, Auth: h.AuthRequired, Handle: rm.SetAlias},
@@ -139,6 +158,7 @@ func (s *Server) routes() []h.Route {
 		{Method: http.MethodPost, Path: cv3 + "/rooms/{roomId}/upgrade", Function: FnRooms, Auth: h.AuthRequired, Limit: LimitCreateRoom, Handle: rm.UpgradeRoom},
 		{Method: http.MethodPost, Path: cv3 + "/rooms/{roomId}/report/{eventId}", Function: FnRooms, Auth: h.AuthRequired, Handle: rm.ReportEvent},
 		{Method: http.MethodPost, Path: cv3 + "/rooms/{roomId}/report", Function: FnRooms, Auth: h.AuthRequired, Handle: rm.ReportRoom},
+		{Method: http.MethodPost, Path: cv3 + "/users/{userId}/report", Function: FnRooms, Auth: h.AuthRequired, Limit: LimitSend, Handle: s.discoveryAPI.ReportUser},
 		// Discovery: user directory, OpenID, hierarchy, summaries, misc.
 		{Method: http.MethodPost, Path: cv3 + "/user_directory/search", Function: FnRooms, Auth: h.AuthRequired, Handle: s.discoveryAPI.SearchUserDirectory},
 		{Method: http.MethodGet, Path: cv1 + "/rooms/{roomId}/hierarchy", Function: FnRooms, Auth: h.AuthRequired, Handle: s.discoveryAPI.Hierarchy},
@@ -148,6 +168,7 @@ func (s *Server) routes() []h.Route {
 		{Method: http.MethodPost, Path: cv3 + "/user/{userId}/openid/request_token", Function: FnUserData, Auth: h.AuthRequired, Handle: s.discoveryAPI.RequestOpenIDToken},
 		{Method: http.MethodGet, Path: fv1 + "/openid/userinfo", Function: FnFederation, Handle: s.discoveryAPI.OpenIDUserInfo}, // the token is the authentication
 		{Method: http.MethodGet, Path: "/.well-known/matrix/support", Function: FnDiscovery, Handle: s.discoveryAPI.WellKnownSupport},
+		{Method: http.MethodGet, Path: "/.well-known/matrix/policy_server", Function: FnDiscovery, Handle: s.discoveryAPI.PolicyServer},
 		{Method: http.MethodGet, Path: cv3 + "/voip/turnServer", Function: FnUserData, Auth: h.AuthRequired, Handle: s.discoveryAPI.TurnServer},
 		{Method: http.MethodGet, Path: cv3 + "/thirdparty/protocols", Function: FnDiscovery, Auth: h.AuthRequired, Handle: s.discoveryAPI.ThirdPartyProtocols},
 		{Method: http.MethodGet, Path: cv3 + "/thirdparty/protocol/{protocol}", Function: FnDiscovery, Auth: h.AuthRequired, Handle: s.discoveryAPI.ThirdPartyProtocol},
@@ -159,6 +180,7 @@ func (s *Server) routes() []h.Route {
 
 		// Sync, filters, account data, ephemeral events, to-device.
 		{Method: http.MethodGet, Path: cv3 + "/sync", Function: FnSync, Auth: h.AuthRequired, Handle: s.syncAPI.Sync},
+		{Method: http.MethodGet, Path: cv3 + "/events", Function: FnSync, Auth: h.AuthRequired, Handle: s.peekAPI.Events}, // peeking (peek.go): a long-poll too
 		{Method: http.MethodPost, Path: cv3 + "/user/{userId}/filter", Function: FnUserData, Auth: h.AuthRequired, Handle: s.userDataAPI.PostFilter},
 		{Method: http.MethodGet, Path: cv3 + "/user/{userId}/filter/{filterId}", Function: FnUserData, Auth: h.AuthRequired, Handle: s.userDataAPI.GetFilter},
 		{Method: http.MethodPut, Path: cv3 + "/user/{userId}/account_data/{type}", Function: FnUserData, Auth: h.AuthRequired, Handle: s.userDataAPI.PutAccountData},
@@ -179,6 +201,11 @@ func (s *Server) routes() []h.Route {
 		// "/pushrules/" and "/pushrules/global/" end in a slash, which a
 		// ServeMux route cannot name without matching the whole subtree).
 		{Method: http.MethodGet, Path: cv3 + "/pushrules/{path...}", Function: FnUserData, Auth: h.AuthRequired, Handle: s.pushAPI.GetPushRules},
+		// The bare "/pushrules/": API Gateway's greedy {path+} needs a
+		// non-empty rest and a route may not end in "/", but it matches
+		// "/pushrules/" to the route "/pushrules" (trailing slashes are
+		// ignored when routing). The handler sees the path as sent.
+		{Method: http.MethodGet, Path: cv3 + "/pushrules", Function: FnUserData, Auth: h.AuthRequired, Handle: s.pushAPI.GetPushRules},
 		{Method: http.MethodPut, Path: cv3 + "/pushrules/{path...}", Function: FnUserData, Auth: h.AuthRequired, Handle: s.pushAPI.PutPushRule},
 		{Method: http.MethodDelete, Path: cv3 + "/pushrules/{path...}", Function: FnUserData, Auth: h.AuthRequired, Handle: s.pushAPI.DeletePushRule},
 		{Method: http.MethodGet, Path: cv3 + "/notifications", Function: FnUserData, Auth: h.AuthRequired, Handle: s.pushAPI.GetNotifications},
@@ -207,6 +234,14 @@ func (s *Server) routes() []h.Route {
 		{Method: http.MethodPut, Path: cv3 + "/room_keys/keys/{roomId}/{sessionId}", Function: FnKeys, Auth: h.AuthRequired, Handle: k.PutRoomKeys},
 		{Method: http.MethodGet, Path: cv3 + "/room_keys/keys/{roomId}/{sessionId}", Function: FnKeys, Auth: h.AuthRequired, Handle: k.GetRoomKeys},
 		{Method: http.MethodDelete, Path: cv3 + "/room_keys/keys/{roomId}/{sessionId}", Function: FnKeys, Auth: h.AuthRequired, Handle: k.DeleteRoomKeys},
+		// Dehydrated devices (MSC3814, unstable prefix; keys.go).
+		{Method: http.MethodPut, Path: msc3814 + "/dehydrated_device", Function: FnKeys, Auth: h.AuthRequired, Handle: s.dehydratedAPI.Put},
+		{Method: http.MethodGet, Path: msc3814 + "/dehydrated_device", Function: FnKeys, Auth: h.AuthRequired, Handle: s.dehydratedAPI.Get},
+		{Method: http.MethodDelete, Path: msc3814 + "/dehydrated_device", Function: FnKeys, Auth: h.AuthRequired, Handle: s.dehydratedAPI.Delete},
+		// {deviceId}/events: the id is a base64 key that may hold "/", which
+		// the Lambda path (algnhsa) unescapes, so the rest is matched whole.
+		{Method: http.MethodPost, Path: msc3814 + "/dehydrated_device/{rest...}", Function: FnKeys, Auth: h.AuthRequired, Handle: s.dehydratedAPI.Events},
+		{Method: http.MethodGet, Path: msc3814 + "/dehydrated_device/{rest...}", Function: FnKeys, Auth: h.AuthRequired, Handle: s.dehydratedAPI.Events},
 		// (keys routes: above this line)
 
 		// Media. Uploads and downloads stream (Raw); mv3 paths without
@@ -225,6 +260,7 @@ func (s *Server) routes() []h.Route {
 		{Method: http.MethodGet, Path: mv3 + "/download/{serverName}/{mediaId}/{fileName}", Function: FnMedia, Raw: s.mediaAPI.DownloadLegacy},
 		{Method: http.MethodGet, Path: mv3 + "/thumbnail/{serverName}/{mediaId}", Function: FnMedia, Raw: s.mediaAPI.ThumbnailLegacy},
 		{Method: http.MethodGet, Path: mv3 + "/preview_url", Function: FnMedia, Auth: h.AuthRequired, Limit: LimitPreview, Handle: s.mediaAPI.Preview},
+		{Method: http.MethodPost, Path: "/_matrix/media/unstable/com.beeper.msc3870/upload/{serverName}/{mediaId}/complete", Function: FnMedia, Auth: h.AuthRequired, Limit: LimitMedia, Handle: s.mediaAPI.CompleteUpload},
 		// (media routes: above this line)
-	}, s.federationRoutes()...) // server-server API and keys: federation.go
+	}, append(s.federationRoutes(), s.appServiceRoutes()...)...) // server-server API and keys: federation.go; application services: appservice.go
 }

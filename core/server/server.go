@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"github.com/cirrus-matrix/cirrus/core/accounts"
+	"github.com/cirrus-matrix/cirrus/core/appservice"
 	"github.com/cirrus-matrix/cirrus/core/blob"
 	"github.com/cirrus-matrix/cirrus/core/clientapi"
+	"github.com/cirrus-matrix/cirrus/core/fanout"
 	"github.com/cirrus-matrix/cirrus/core/federation"
 	"github.com/cirrus-matrix/cirrus/core/httpapi"
 	"github.com/cirrus-matrix/cirrus/core/keys"
@@ -33,6 +35,9 @@ type Config struct {
 	BcryptCost   int
 	// Limits are the rate limits per class; nil disables rate limiting.
 	Limits map[string]httpapi.Rate
+	// SharedLimits counts the limits in the table, shared by every process
+	// (httpapi.NewSharedLimiter), rather than per process.
+	SharedLimits bool
 	// Media is the content repository's settings (its ServerName is filled in).
 	Media media.Config
 	// Federation is the server-server settings (federation.go).
@@ -44,6 +49,10 @@ type Config struct {
 	PushAllowPrivate bool
 	// Discovery is the settings of the support, TURN and directory endpoints.
 	Discovery clientapi.DiscoveryConfig
+	// AppServices is the application service settings (appservice.go).
+	AppServices AppServiceConfig
+	// SSO is the OpenID Connect login settings (sso.go).
+	SSO SSOConfig
 }
 
 // Deps are the adapters the server runs on.
@@ -55,6 +64,11 @@ type Deps struct {
 	Now        func() time.Time
 	// FederationQueue carries our events to other servers (nil: none sent).
 	FederationQueue queue.Queue
+	// FanoutQueue wakes the fan-out worker (core/fanout) after each event
+	// (nil: only this process's own Run loop is kicked).
+	FanoutQueue queue.Queue
+	// AppServiceQueue carries events to application services (nil: none pushed).
+	AppServiceQueue queue.Queue
 }
 
 // Server is one homeserver.
@@ -67,9 +81,13 @@ type Server struct {
 	roomsAPI *clientapi.RoomsAPI
 	keys     *keys.Service
 	keysAPI  *clientapi.KeysAPI
-	media    *media.Service
-	mediaAPI *mediaapi.API
-	fed      *federation.Service
+	// dehydratedAPI serves MSC3814's dehydrated devices (keys.go).
+	dehydratedAPI *clientapi.DehydratedAPI
+	media         *media.Service
+	mediaAPI      *mediaapi.API
+	fed           *federation.Service
+	// fanout runs the per-event work after persistence (sync.go, push.go).
+	fanout *fanout.Worker
 	// /sync and user data (sync.go).
 	syncAPI     *clientapi.SyncAPI
 	userDataAPI *clientapi.UserDataAPI
@@ -77,6 +95,15 @@ type Server struct {
 	pushAPI *clientapi.PushAPI
 	// User directory, OpenID, hierarchy, summaries and small discovery endpoints.
 	discoveryAPI *clientapi.DiscoveryAPI
+	// Server-side search (search.go).
+	searchAPI *clientapi.SearchAPI
+	// Application services (appservice.go).
+	appsvc        *appservice.Service
+	asAuth        *appservice.Authenticator
+	appServiceAPI *clientapi.AppServiceAPI
+	// SSO login (sso.go) and peeking with GET /events (peek.go).
+	ssoAPI  *clientapi.SSOAPI
+	peekAPI *clientapi.PeekAPI
 }
 
 // New builds the server.
@@ -107,6 +134,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 	}
 	roomsAPI := &clientapi.RoomsAPI{ServerName: cfg.Client.ServerName, Rooms: rs}
 	return (&Server{
+		fanout:   fanout.New(d.Table, rs, d.FanoutQueue, d.Log, d.Now),
 		cfg:      cfg,
 		deps:     d,
 		accounts: acc,
@@ -115,8 +143,13 @@ func New(cfg Config, d Deps) (*Server, error) {
 		roomsAPI: roomsAPI,
 		discoveryAPI: &clientapi.DiscoveryAPI{ServerName: cfg.Client.ServerName, Cfg: cfg.Discovery,
 			T: d.Table, Rooms: rs, Accounts: acc, Now: d.Now, RoomsAPI: roomsAPI},
-	}).withKeys().withMedia().withFederation().withSync().withPush(), nil
+	}).withKeys().withMedia().withFederation().withSync().withPush().withFederatedE2EE().withAppServices().withSearch().withSSO().withPeek(), nil
 }
+
+// Fanout is the fan-out worker: handlers registered on it run once (at
+// least) for every persisted event, in stream order (core/fanout). Run it
+// in-process (the all-in-one) or feed it the FanoutQueue (the Lambda).
+func (s *Server) Fanout() *fanout.Worker { return s.fanout }
 
 // RouteTable returns the route table without building a server (handlers
 // are bound to an empty server and must not be called): for checking the
@@ -154,21 +187,25 @@ func (s *Server) Handler(functions ...string) http.Handler {
 			rs = append(rs, httpapi.Route{Method: r.Method, Path: r.Path, Function: r.Function})
 		}
 	}
+	rs = s.moderated(rs) // moderation.go: locked and suspended accounts
 	var lim httpapi.Limiter
-	if s.cfg.Limits != nil {
+	if s.cfg.Limits != nil && s.cfg.SharedLimits {
+		lim = httpapi.NewSharedLimiter(s.deps.Table, s.cfg.Limits, s.deps.Now)
+	} else if s.cfg.Limits != nil {
 		lim = httpapi.NewLimiter(s.cfg.Limits, s.deps.Now)
 	}
 	router := httpapi.NewRouter(rs, httpapi.Options{
-		Auth:       s.accounts,
+		Auth:       s.authenticator(),
 		Federation: s.serverVerifier(),
 		Limiter:    lim,
 		MaxBody:    s.cfg.MaxBodyBytes,
 		Log:        s.deps.Log,
 		Now:        s.deps.Now,
 	})
-	// The client address rides in the context so that authentication can
-	// record a device's last-seen address.
+	// The client address and user agent ride in the context so that
+	// authentication can record a device's last-seen address.
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		router.ServeHTTP(w, r.WithContext(accounts.WithClientIP(r.Context(), httpapi.ClientIP(r))))
+		ctx := accounts.WithUserAgent(accounts.WithClientIP(r.Context(), httpapi.ClientIP(r)), r.UserAgent())
+		router.ServeHTTP(w, r.WithContext(ctx))
 	})
 }

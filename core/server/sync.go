@@ -10,6 +10,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/core/clientsync"
 	"github.com/cirrus-matrix/cirrus/core/ephemeral"
 	"github.com/cirrus-matrix/cirrus/core/rooms"
+	"github.com/cirrus-matrix/cirrus/core/stream"
 	"github.com/cirrus-matrix/cirrus/core/userdata"
 )
 
@@ -51,6 +52,18 @@ func (s *Server) withSync() *Server {
 	if s.cfg.Sync.Poll {
 		svc.Waker = &clientsync.PollWaker{T: t}
 	}
+	// Presence changes of local users go into the presence stream that
+	// incremental syncs read (other hooks, such as federation's, chain
+	// after this one).
+	svc.Presence = &stream.Stream{T: t, Name: "presence", Now: now}
+	n.PresenceStream = svc.Presence.Name
+	prevPresence := ud.OnPresence
+	ud.OnPresence = func(ctx context.Context, u id.UserID) {
+		if prevPresence != nil {
+			prevPresence(ctx, u)
+		}
+		svc.PresenceChanged(ctx, u)
+	}
 	if s.keys != nil {
 		svc.DeviceLists = s.keys
 		svc.DeviceListCounter = s.keys.Changes.CounterKey()
@@ -66,6 +79,14 @@ func (s *Server) withSync() *Server {
 		if s.keys != nil && ev.Type == "m.room.member" {
 			n.Notify(s.keys.Changes.Name)
 		}
+		// Then the fan-out worker's wake-up (push rules, counts, gateways
+		// and the other registered handlers run there, core/fanout).
+		s.fanout.OnPersist(ev)
+	}
+	if s.fed != nil {
+		// Typing, receipts and presence to and from other servers.
+		s.fed.EnableEphemeralEDUs(eph, ud)
+		s.fanout.Register("federation-presence", s.fed.PresenceOnJoin(ud))
 	}
 	s.roomsAPI.Ignored = ud.IgnoredUsers
 	s.syncAPI = &clientapi.SyncAPI{Service: svc, UserData: ud}

@@ -110,3 +110,30 @@ func (s TableStore) Create(ctx context.Context, text string) error {
 	}
 	return err
 }
+
+// ErrChanged is returned by Replacer.Replace when the stored key is no
+// longer the one to replace (another process rotated it first).
+var ErrChanged = errors.New("signing: the stored key changed")
+
+// Replacer is a Store whose key can be replaced (key rotation).
+type Replacer interface {
+	// Replace stores text in place of old, only while old is the stored
+	// key (ErrChanged otherwise).
+	Replace(ctx context.Context, old, text string) error
+}
+
+// Replace implements Replacer with a version-conditioned write.
+func (s TableStore) Replace(ctx context.Context, old, text string) error {
+	it, err := s.T.Get(ctx, keyItem)
+	if err != nil {
+		return err
+	}
+	if string(it.Data) != old {
+		return ErrChanged
+	}
+	err = s.T.Put(ctx, table.Item{PK: keyItem.PK, SK: keyItem.SK, Data: []byte(text), Version: it.Version + 1}, table.IfVersion(it.Version))
+	if errors.Is(err, table.ErrConditionFailed) {
+		return ErrChanged
+	}
+	return err
+}

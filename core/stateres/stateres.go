@@ -1,6 +1,6 @@
-// Package stateres implements the Matrix state resolution algorithm,
-// version 2 (room versions 2–11) and its room version 12 revision, as the
-// spec's "Room Version 2" and "Room Version 12" describe it.
+// Package stateres implements the Matrix state resolution algorithms:
+// version 1 (room version 1, v1.go), version 2 (room versions 2–11) and its
+// room version 12 revision, as the spec's room version pages describe them.
 //
 // It is written here because the Matrix library we use (mautrix-go) has
 // no state resolution, and the one that does (gomatrixserverlib) stops
@@ -38,9 +38,6 @@ func Resolve(ctx context.Context, rv id.RoomVersion, stateSets []StateMap, fetch
 	if !rv.IsKnown() {
 		return nil, fmt.Errorf("stateres: unknown room version %q", rv)
 	}
-	if rv.StateResVersion() == id.StateResV1 {
-		return nil, ErrUnsupported
-	}
 	if len(stateSets) == 0 {
 		return StateMap{}, nil
 	}
@@ -48,6 +45,9 @@ func Resolve(ctx context.Context, rv id.RoomVersion, stateSets []StateMap, fetch
 		return copyMap(stateSets[0]), nil
 	}
 	r := &resolver{ctx: ctx, rv: rv, fetch: fetch, events: map[id.EventID]*pdu.PDU{}}
+	if rv.StateResVersion() == id.StateResV1 {
+		return r.resolveV1(stateSets) // v1.go
+	}
 	return r.resolve(stateSets)
 }
 

@@ -86,7 +86,11 @@ func (s *Service) SetPresence(ctx context.Context, u id.UserID, state string, st
 	}
 	d, _ := json.Marshal(r)
 	k := presenceKey(u)
-	return s.T.Put(ctx, table.Item{PK: k.PK, SK: k.SK, Data: d}, table.Cond{})
+	if err := s.T.Put(ctx, table.Item{PK: k.PK, SK: k.SK, Data: d}, table.Cond{}); err != nil {
+		return err
+	}
+	s.presenceChanged(ctx, u)
+	return nil
 }
 
 // TouchPresence records that a client synced with set_presence=state. It
@@ -112,7 +116,13 @@ func (s *Service) TouchPresence(ctx context.Context, u id.UserID, state string) 
 	}
 	d, _ := json.Marshal(r)
 	k := presenceKey(u)
-	return s.T.Put(ctx, table.Item{PK: k.PK, SK: k.SK, Data: d}, table.Cond{})
+	if err := s.T.Put(ctx, table.Item{PK: k.PK, SK: k.SK, Data: d}, table.Cond{}); err != nil {
+		return err
+	}
+	if cur == nil || cur.Presence != state {
+		s.presenceChanged(ctx, u)
+	}
+	return nil
 }
 
 // Presence returns a user's presence as others see it: "online" decays to

@@ -41,6 +41,12 @@ type Service struct {
 	// Notify, if set, is called after a change is committed to the stream
 	// with the given name (wakes /sync waiters in this process).
 	Notify func(stream string)
+	// OnPresence, if set, is called after a user's presence changed: a
+	// local user's state or status message (not a mere refresh of
+	// last_active), or any update received from a remote user's server
+	// (presence_remote.go). The presence stream of /sync and the federation
+	// EDU (local users only) hang on it.
+	OnPresence func(ctx context.Context, u id.UserID)
 }
 
 func (s *Service) now() time.Time {

@@ -57,6 +57,8 @@ func run() error {
 		log.Info("federation listening", "addr", "https://"+cfg.FederationListenAddr)
 	}
 	go a.RunFederationSender(ctx)
+	go a.RunFanout(ctx)
+	go a.RunAppServiceSender(ctx)
 	select {
 	case err := <-errc:
 		if !errors.Is(err, http.ErrServerClosed) {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
@@ -18,6 +19,7 @@ import (
 	sqssdk "github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/cirrus-matrix/cirrus/core/blob"
+	"github.com/cirrus-matrix/cirrus/core/federation"
 	"github.com/cirrus-matrix/cirrus/core/migrate"
 	"github.com/cirrus-matrix/cirrus/core/queue"
 	"github.com/cirrus-matrix/cirrus/core/resources"
@@ -95,8 +97,17 @@ func Build(ctx context.Context, cfg *config.Config, log *slog.Logger) (*App, err
 		a.Close()
 		return nil, err
 	}
+	if cfg.RotateSigningKeyFrom != "" && string(key.ID) == cfg.RotateSigningKeyFrom {
+		old := key.ID
+		if key, err = federation.RotateKey(ctx, a.Table, keys, key, time.Now()); err != nil {
+			a.Close()
+			return nil, fmt.Errorf("rotating the signing key: %w", err)
+		}
+		log.Warn("signing key rotated", "old", old, "new", key.ID)
+	}
 	a.Server, err = server.New(cfg.Server, server.Deps{Table: a.Table, Blobs: a.Blobs, SigningKey: key, Log: log,
-		FederationQueue: a.Queues[resources.FederationQueue.Name]})
+		FederationQueue: a.Queues[resources.FederationQueue.Name], FanoutQueue: a.Queues[resources.FanoutQueue.Name],
+		AppServiceQueue: a.Queues[resources.AppServiceQueue.Name]})
 	if err != nil {
 		a.Close()
 		return nil, err
@@ -172,6 +183,7 @@ func (a *App) openAWS(ctx context.Context, cfg *config.Config) (signing.Store, e
 	urls := map[string]string{
 		resources.FederationQueue.Name: cfg.FederationQueueURL,
 		resources.FanoutQueue.Name:     cfg.FanoutQueueURL,
+		resources.AppServiceQueue.Name: cfg.AppServiceQueueURL,
 	}
 	for _, spec := range resources.Queues {
 		url := urls[spec.Name]

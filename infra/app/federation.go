@@ -15,8 +15,10 @@ import (
 )
 
 // FederationFunctions are the route-table functions the federation
-// listener serves.
-var FederationFunctions = []string{server.FnFederation, server.FnFederationSend, server.FnKeyServer}
+// listener serves. Media is among them: the federation media endpoints are
+// Media routes (binary answers), and servers that fall back to the legacy
+// /_matrix/media/v3/download reach us at our federation address.
+var FederationFunctions = []string{server.FnFederation, server.FnFederationSend, server.FnKeyServer, server.FnMedia}
 
 // FederationHandler serves the server-server API and the key server only
 // (the client API stays on its own listener).
@@ -27,7 +29,9 @@ func (a *App) FederationHandler() http.Handler {
 // FederationTLS is the federation listener's TLS configuration: the
 // configured certificate, or a self-signed one.
 func (a *App) FederationTLS() (*tls.Config, error) {
-	return fedtls.Config(a.Config.FederationTLSCert, a.Config.FederationTLSKey, a.Config.Server.Client.ServerName)
+	c := a.Config
+	return fedtls.Config(fedtls.Files{Cert: c.FederationTLSCert, Key: c.FederationTLSKey, CACert: c.FederationTLSCACert, CAKey: c.FederationTLSCAKey},
+		c.Server.Client.ServerName)
 }
 
 // FederationServer builds the HTTPS server of CIRRUS_FEDERATION_LISTEN_ADDR

@@ -38,6 +38,7 @@ type Config struct {
 	MediaBucket         string
 	FederationQueueURL  string
 	FanoutQueueURL      string
+	AppServiceQueueURL  string
 	CreateAWSResources  bool
 	RegistrationWarning string
 	// FederationListenAddr is the HTTPS listener of the all-in-one for
@@ -45,8 +46,17 @@ type Config struct {
 	// is self-signed at start (federation.go).
 	FederationListenAddr                string
 	FederationTLSCert, FederationTLSKey string
+	// FederationTLSCACert and FederationTLSCAKey name a CA from which the
+	// listener's certificate is minted at start (and which outbound
+	// federation trusts besides the system roots).
+	FederationTLSCACert, FederationTLSCAKey string
 	// FederationWarnings are logged loudly at start (test-only switches).
 	FederationWarnings []string
+	// RotateSigningKeyFrom (CIRRUS_SIGNING_KEY_ROTATE_FROM) is a signing key
+	// id: a process that starts with that key as the current one replaces
+	// it with a new key, keeping it in old_verify_keys. Set it to the
+	// current key's id; later starts find another key and do nothing.
+	RotateSigningKeyFrom string
 }
 
 // minSharedSecretLen is the shortest CIRRUS_REGISTRATION_SHARED_SECRET
@@ -163,6 +173,11 @@ func Load(get Getenv) (*Config, error) {
 			server.LimitPreview:    {PerSecond: 0.5, Burst: 10},
 		}
 	}
+	// Several Lambda instances each limiting on their own would allow N
+	// times the rate: on AWS the counts live in the table by default.
+	if c.Server.SharedLimits, err = boolVar(get, "CIRRUS_RATE_LIMITS_SHARED", c.Storage == StorageAWS); err != nil {
+		return nil, err
+	}
 	if c.Server.PushAllowPrivate, err = boolVar(get, "CIRRUS_PUSH_ALLOW_PRIVATE", false); err != nil {
 		return nil, err
 	}
@@ -176,6 +191,12 @@ func Load(get Getenv) (*Config, error) {
 		return nil, err
 	}
 	if err := loadDiscovery(get, c); err != nil {
+		return nil, err
+	}
+	if err := loadAppServices(get, c); err != nil {
+		return nil, err
+	}
+	if err := loadSSO(get, c); err != nil { // sso.go
 		return nil, err
 	}
 	return c, nil
@@ -206,6 +227,11 @@ func loadMedia(get Getenv, m *media.Config) error {
 		return err
 	}
 	if m.MaxThumbnailPixels, err = intVar(get, "CIRRUS_THUMBNAIL_MAX_PIXELS", media.DefaultMaxThumbPixels, 1, 1<<31); err != nil {
+		return err
+	}
+	// MSC3870 upload URLs: on by default where the transport limits uploads
+	// (Lambda): they are the only way to upload more than it there.
+	if m.UploadURLs, err = boolVar(get, "CIRRUS_MEDIA_UPLOAD_URLS", m.DirectLimit > 0); err != nil {
 		return err
 	}
 	return nil

@@ -57,7 +57,7 @@ func TestLoad(t *testing.T) {
 		{name: "bad duration", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_ACCESS_TOKEN_LIFETIME": "soon"}, wantErr: "CIRRUS_ACCESS_TOKEN_LIFETIME"},
 		{name: "media defaults", env: base, check: func(t *testing.T, c *Config) {
 			m := c.Server.Media
-			if m.MaxUploadBytes != 50<<20 || m.LegacyUnauthenticated || m.PreviewAllowPrivate || m.RedirectAbove != 4<<20 || m.DirectLimit != 0 || m.MaxThumbnailPixels != 50_000_000 {
+			if m.MaxUploadBytes != 50<<20 || m.LegacyUnauthenticated || m.PreviewAllowPrivate || m.RedirectAbove != 4<<20 || m.DirectLimit != 0 || m.MaxThumbnailPixels != 50_000_000 || m.UploadURLs {
 				t.Fatalf("media defaults: %+v", m)
 			}
 		}},
@@ -72,10 +72,16 @@ func TestLoad(t *testing.T) {
 			}
 		}},
 		{name: "lambda limits media", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "AWS_LAMBDA_FUNCTION_NAME": "cirrus-Media"}, check: func(t *testing.T, c *Config) {
-			if c.Server.Media.DirectLimit != 4<<20 || c.Server.Media.UploadLimit() != 4<<20 {
+			if c.Server.Media.DirectLimit != 4<<20 || c.Server.Media.UploadLimit() != 4<<20 || !c.Server.Media.UploadURLs {
 				t.Fatalf("in Lambda: %+v", c.Server.Media)
 			}
 		}},
+		{name: "upload URLs off in lambda", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "AWS_LAMBDA_FUNCTION_NAME": "cirrus-Media", "CIRRUS_MEDIA_UPLOAD_URLS": "false"}, check: func(t *testing.T, c *Config) {
+			if c.Server.Media.UploadURLs {
+				t.Fatal("CIRRUS_MEDIA_UPLOAD_URLS=false ignored")
+			}
+		}},
+		{name: "bad upload URLs", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_MEDIA_UPLOAD_URLS": "maybe"}, wantErr: "CIRRUS_MEDIA_UPLOAD_URLS"},
 		{name: "bad max upload", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_MAX_UPLOAD_BYTES": "lots"}, wantErr: "CIRRUS_MAX_UPLOAD_BYTES"},
 		{name: "zero max upload", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_MAX_UPLOAD_BYTES": "0"}, wantErr: "CIRRUS_MAX_UPLOAD_BYTES"},
 		{name: "bad legacy media", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_MEDIA_LEGACY_UNAUTHENTICATED": "sometimes"}, wantErr: "CIRRUS_MEDIA_LEGACY_UNAUTHENTICATED"},
@@ -104,6 +110,10 @@ func TestLoad(t *testing.T) {
 			}},
 		{name: "bad federation listen", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_FEDERATION_LISTEN_ADDR": "8448"}, wantErr: "CIRRUS_FEDERATION_LISTEN_ADDR"},
 		{name: "cert without key", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_FEDERATION_TLS_CERT": "/c.pem"}, wantErr: "CIRRUS_FEDERATION_TLS_KEY"},
+		{name: "ca without key", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_FEDERATION_TLS_CA_CERT": "/ca.pem"}, wantErr: "CIRRUS_FEDERATION_TLS_CA_KEY"},
+		{name: "ca and cert", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_FEDERATION_TLS_CA_CERT": "/ca.pem", "CIRRUS_FEDERATION_TLS_CA_KEY": "/ca.key",
+			"CIRRUS_FEDERATION_TLS_CERT": "/c.pem", "CIRRUS_FEDERATION_TLS_KEY": "/c.key"}, wantErr: "exclude each other"},
+		{name: "ca file missing", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_FEDERATION_TLS_CA_CERT": "/nonexistent/ca.pem", "CIRRUS_FEDERATION_TLS_CA_KEY": "/nonexistent/ca.key"}, wantErr: "CIRRUS_FEDERATION_TLS_CA_CERT"},
 		{name: "bad skip verify", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_FEDERATION_TLS_SKIP_VERIFY": "yes"}, wantErr: "CIRRUS_FEDERATION_TLS_SKIP_VERIFY"},
 		{name: "retry min above max", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_FEDERATION_RETRY_MIN": "2h"}, wantErr: "CIRRUS_FEDERATION_RETRY_MIN"},
 	}

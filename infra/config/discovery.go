@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/ed25519"
+	"encoding/base64"
 	"fmt"
 	"net/url"
 	"strings"
@@ -70,5 +72,38 @@ func loadDiscovery(get Getenv, c *Config) error {
 		return fmt.Errorf("CIRRUS_TURN_TTL=%q must be at least 1m", get("CIRRUS_TURN_TTL"))
 	}
 	d.TurnTTL = ttl
+	return loadPolicyServer(get, d)
+}
+
+// loadPolicyServer reads CIRRUS_POLICY_SERVER_KEYS, the public keys of the
+// policy server /.well-known/matrix/policy_server names: a comma-separated
+// list of algorithm=key (unpadded base64), ed25519 required.
+func loadPolicyServer(get Getenv, d *clientapi.DiscoveryConfig) error {
+	v := get("CIRRUS_POLICY_SERVER_KEYS")
+	if v == "" {
+		return nil
+	}
+	keys := map[string]string{}
+	for _, entry := range splitList(v) {
+		alg, key, ok := strings.Cut(entry, "=")
+		alg, key = strings.TrimSpace(alg), strings.TrimSpace(key)
+		if !ok || alg == "" || key == "" {
+			return fmt.Errorf("CIRRUS_POLICY_SERVER_KEYS entry %q must be algorithm=key, e.g. ed25519=<unpadded base64>", entry)
+		}
+		b, err := base64.RawStdEncoding.DecodeString(key)
+		if err != nil {
+			if b, err = base64.RawURLEncoding.DecodeString(key); err != nil {
+				return fmt.Errorf("CIRRUS_POLICY_SERVER_KEYS: the %s key is not unpadded base64", alg)
+			}
+		}
+		if alg == "ed25519" && len(b) != ed25519.PublicKeySize {
+			return fmt.Errorf("CIRRUS_POLICY_SERVER_KEYS: the ed25519 key must be %d bytes, not %d", ed25519.PublicKeySize, len(b))
+		}
+		keys[alg] = key
+	}
+	if keys["ed25519"] == "" {
+		return fmt.Errorf("CIRRUS_POLICY_SERVER_KEYS must include an ed25519 key")
+	}
+	d.PolicyServerKeys = keys
 	return nil
 }

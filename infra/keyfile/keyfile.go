@@ -57,3 +57,37 @@ func (s Store) Create(_ context.Context, text string) error {
 	}
 	return nil
 }
+
+// Replace implements signing.Replacer: the new key is written to a
+// temporary file and renamed over the old one (atomic; the embedded
+// deployment is one process, so the check before it cannot race).
+func (s Store) Replace(ctx context.Context, old, text string) error {
+	cur, err := s.Load(ctx)
+	if err != nil {
+		return err
+	}
+	if cur != strings.TrimSpace(old) {
+		return signing.ErrChanged
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(s.Path), ".signing-*.tmp")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.WriteString(text + "\n"); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), s.Path)
+}

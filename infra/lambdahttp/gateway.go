@@ -41,7 +41,16 @@ func NewGateway(routes []httpapi.Route, handlers map[string]lambda.Handler, defa
 		}
 		seen[pat] = true
 		fn := r.Function
-		g.mux.Handle(pat, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Header().Set("X-Function", fn) }))
+		// API Gateway's greedy {name+} matches only a non-empty rest.
+		greedy := ""
+		if i := strings.LastIndex(r.Path, "/{"); i >= 0 && strings.HasSuffix(r.Path, "...}") {
+			greedy = strings.TrimSuffix(r.Path[i+2:], "...}")
+		}
+		g.mux.Handle(pat, http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if greedy == "" || req.PathValue(greedy) != "" {
+				w.Header().Set("X-Function", fn)
+			}
+		}))
 	}
 	return g
 }
@@ -49,9 +58,18 @@ func NewGateway(routes []httpapi.Route, handlers map[string]lambda.Handler, defa
 // RoundTrip implements http.RoundTripper.
 func (g *Gateway) RoundTrip(req *http.Request) (*http.Response, error) {
 	fn := g.defaultFn
-	if _, pat := g.mux.Handler(req); pat != "" {
+	// API Gateway ignores a trailing slash when it matches routes
+	// ("/a/b/" takes the route "/a/b"); the function still sees the path
+	// as sent.
+	match := req
+	if p := req.URL.Path; len(p) > 1 && strings.HasSuffix(p, "/") {
+		match = req.Clone(req.Context())
+		match.URL.Path = strings.TrimSuffix(p, "/")
+		match.URL.RawPath = ""
+	}
+	if _, pat := g.mux.Handler(match); pat != "" {
 		rec := &headerOnly{h: http.Header{}}
-		g.mux.ServeHTTP(rec, req)
+		g.mux.ServeHTTP(rec, match)
 		if f := rec.h.Get("X-Function"); f != "" {
 			fn = f
 		}

@@ -6,10 +6,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 
 	"github.com/akrylysov/algnhsa"
+	"github.com/aws/aws-lambda-go/lambda"
 
 	"github.com/cirrus-matrix/cirrus/core/server"
 	"github.com/cirrus-matrix/cirrus/infra/app"
@@ -57,5 +59,21 @@ func Main(functions ...string) {
 		fmt.Fprintln(os.Stderr, "cirrus:", err)
 		os.Exit(1)
 	}
-	algnhsa.ListenAndServe(h, OptionsFor(functions...))
+	lambda.StartHandler(Adapt(h, functions...))
+}
+
+// Adapt turns a function's handler into a Lambda handler for API Gateway
+// events. algnhsa hands the handler an unescaped path only, so an id with
+// an escaped slash (%2F: device ids made of base64 keys, some event ids)
+// would split into two path segments; the event's raw path is put back in
+// URL.RawPath, which the router matches on.
+func Adapt(h http.Handler, functions ...string) lambda.Handler {
+	return algnhsa.New(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ev, ok := algnhsa.APIGatewayV2RequestFromContext(r.Context()); ok && ev.RawPath != "" {
+			if p, err := url.PathUnescape(ev.RawPath); err == nil && p == r.URL.Path {
+				r.URL.RawPath = ev.RawPath
+			}
+		}
+		h.ServeHTTP(w, r)
+	}), OptionsFor(functions...))
 }

@@ -313,7 +313,8 @@ func (s *Store) PresignGetAs(ctx context.Context, key string, ttl time.Duration,
 
 // PresignPut returns a URL that accepts, for ttl (at most 7 days), a PUT of
 // exactly size bytes with Content-Type contentType: both headers are signed,
-// so S3 rejects any other length or type.
+// so S3 rejects any other length or type. A negative size (or an empty
+// type) leaves that header unsigned: any length (up to S3's 5 GB) is taken.
 func (s *Store) PresignPut(ctx context.Context, key string, size int64, contentType string, ttl time.Duration) (string, error) {
 	if err := checkKey(key); err != nil {
 		return "", err
@@ -321,10 +322,10 @@ func (s *Store) PresignPut(ctx context.Context, key string, size int64, contentT
 	if err := checkTTL(ttl); err != nil {
 		return "", err
 	}
-	if size < 0 {
-		return "", fmt.Errorf("s3: negative size %d", size)
+	in := &sdk.PutObjectInput{Bucket: &s.bucket, Key: &key}
+	if size >= 0 {
+		in.ContentLength = aws.Int64(size)
 	}
-	in := &sdk.PutObjectInput{Bucket: &s.bucket, Key: &key, ContentLength: aws.Int64(size)}
 	if contentType != "" {
 		in.ContentType = &contentType
 	}

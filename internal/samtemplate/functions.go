@@ -90,6 +90,18 @@ var Functions = map[string]Function{
 		Why: "Timeout: half the queue's visibility timeout (the default for workers), so a batch ends " +
 			"well before its messages could be delivered again.",
 	},
+	"FanoutWorker": {
+		Description: "push rules, notifications, unread counts, push gateways and other per-event work (FanoutQueue, one message group)",
+		Queue:       &resources.FanoutQueue,
+		Why: "Timeout: half the queue's visibility timeout, so a batch ends before its messages could come back; " +
+			"the cursor in the table is saved after every read of the stream, so a cut-off drain loses nothing.",
+	},
+	"AppserviceSender": {
+		Description: "pushes events to application services (AppServiceQueue, one message group per service)",
+		Queue:       &resources.AppServiceQueue,
+		Why: "Timeout: half the queue's visibility timeout (the default for workers), so a batch ends " +
+			"well before its messages could be delivered again.",
+	},
 }
 
 // Worker is a function that consumes a queue.

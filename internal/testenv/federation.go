@@ -153,8 +153,18 @@ func (s *FedServer) start(ln net.Listener) {
 	s.App, s.URL, s.HTTP = a, client.URL, client.Client()
 	s.FedURL = "https://" + ln.Addr().String()
 	s.senderStop = stopSender
+	// The fan-out worker runs until the server stops (StopSender leaves it
+	// running: it is what fills the federation outbox).
+	fctx, fcancel := context.WithCancel(context.Background())
+	fdone := make(chan struct{})
+	go func() {
+		defer close(fdone)
+		a.RunFanout(fctx)
+	}()
 	s.stopper = func() {
 		stopSender()
+		fcancel()
+		<-fdone
 		_ = fed.Close()
 		client.Close()
 		_ = a.Close()
@@ -267,6 +277,8 @@ func awsServerVars(t testing.TB) func() map[string]string {
 				env["CIRRUS_FEDERATION_QUEUE_URL"] = url
 			case resources.FanoutQueue.Name:
 				env["CIRRUS_FANOUT_QUEUE_URL"] = url
+			case resources.AppServiceQueue.Name:
+				env["CIRRUS_APPSERVICE_QUEUE_URL"] = url
 			}
 		}
 		return env

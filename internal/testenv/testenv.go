@@ -17,17 +17,18 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
-	"github.com/akrylysov/algnhsa"
+	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-lambda-go/lambda"
-	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
+	"github.com/cirrus-matrix/cirrus/core/queue"
+	"github.com/cirrus-matrix/cirrus/core/resources"
 	"github.com/cirrus-matrix/cirrus/core/server"
 	"github.com/cirrus-matrix/cirrus/infra/app"
-	"github.com/cirrus-matrix/cirrus/infra/awstest"
 	"github.com/cirrus-matrix/cirrus/infra/config"
 	"github.com/cirrus-matrix/cirrus/infra/lambdahttp"
 )
@@ -62,21 +63,11 @@ func Start(t testing.TB, engine string, vars map[string]string) *Env {
 		"CIRRUS_DATA_DIR":     t.TempDir(),
 	}
 	if engine != "embedded" {
-		awstest.Require(t, "DYNAMODB")
-		awstest.Require(t, "SQS")
-		s3 := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
-		t.Cleanup(s3.Close)
-		t.Setenv("AWS_ENDPOINT_URL_S3", s3.URL)
-		for k, v := range map[string]string{"AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"} {
-			if os.Getenv(k) == "" {
-				t.Setenv(k, v)
-			}
+		// Its own table, bucket and queues: tests sharing a queue would take
+		// each other's wake-ups (awsServerVars, federation.go).
+		for k, v := range awsServerVars(t)() {
+			env[k] = v
 		}
-		suffix := randomSuffix()
-		env["CIRRUS_STORAGE"] = "aws"
-		env["CIRRUS_AWS_CREATE_RESOURCES"] = "true"
-		env["CIRRUS_TABLE"] = "cirrus-test-" + suffix
-		env["CIRRUS_MEDIA_BUCKET"] = "cirrus-media-" + suffix
 	}
 	for k, v := range vars {
 		env[k] = v
@@ -104,20 +95,75 @@ func Start(t testing.TB, engine string, vars map[string]string) *Env {
 	switch engine {
 	case "embedded", "aws":
 		a := build()
+		runWorker(t, a.RunFanout)
 		srv := httptest.NewServer(a.Server.Handler())
 		t.Cleanup(srv.Close)
 		e.URL, e.HTTP = srv.URL, srv.Client()
 	case "lambda":
 		handlers := map[string]lambda.Handler{}
 		for _, fn := range server.Functions() {
-			handlers[fn] = algnhsa.New(build().Server.Handler(fn), lambdahttp.OptionsFor(fn))
+			handlers[fn] = lambdahttp.Adapt(build().Server.Handler(fn), fn)
 		}
+		// The FanoutWorker function, fed by an SQS event source stand-in.
+		w := build()
+		runWorker(t, func(ctx context.Context) {
+			SQSEventSource(ctx, w.Queues[resources.FanoutQueue.Name], w.HandleFanoutSQS)
+		})
 		gw := lambdahttp.NewGateway(server.RouteTable(), handlers, server.FnDefault)
 		e.URL, e.HTTP = "http://apigateway.test", &http.Client{Transport: gw}
 	default:
 		t.Fatalf("unknown engine %q", engine)
 	}
 	return e
+}
+
+// runWorker runs fn until the test ends (stopped before the apps close).
+func runWorker(t testing.TB, fn func(ctx context.Context)) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+}
+
+// SQSEventSource plays Lambda's SQS event source mapping: it receives
+// batches from q, hands them to handler as an SQS event and deletes the
+// messages not reported as batch item failures, until ctx ends.
+func SQSEventSource(ctx context.Context, q queue.Queue, handler func(context.Context, events.SQSEvent) (events.SQSEventResponse, error)) {
+	for ctx.Err() == nil {
+		msgs, err := q.Receive(ctx, queue.MaxBatch, time.Second)
+		if err != nil || len(msgs) == 0 {
+			if err != nil {
+				select {
+				case <-ctx.Done():
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+			continue
+		}
+		var ev events.SQSEvent
+		for _, m := range msgs {
+			ev.Records = append(ev.Records, events.SQSMessage{MessageId: m.ID, ReceiptHandle: m.Receipt, Body: string(m.Body),
+				Attributes: map[string]string{"ApproximateReceiveCount": strconv.Itoa(m.ReceiveCount), "MessageGroupId": m.Group}})
+		}
+		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+		resp, err := handler(hctx, ev)
+		cancel()
+		failed := map[string]bool{}
+		for _, f := range resp.BatchItemFailures {
+			failed[f.ItemIdentifier] = true
+		}
+		for _, m := range msgs {
+			if err == nil && !failed[m.ID] {
+				_ = q.Delete(context.WithoutCancel(ctx), m.Receipt)
+			}
+		}
+	}
 }
 
 func randomSuffix() string {

@@ -542,6 +542,32 @@ func testPresign(t *testing.T, s blob.Store) {
 		wantObject(t, s, "pre/put", data, ct)
 	})
 
+	t.Run("put of any size", func(t *testing.T) {
+		url, err := s.PresignPut(ctx, "pre/any", -1, "", 5*time.Minute)
+		if errors.Is(err, blob.ErrNoPresign) {
+			t.Skip("store has no presigned URLs")
+		}
+		if err != nil {
+			t.Fatalf("PresignPut: %v", err)
+		}
+		small := data[:1000]
+		req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, bytes.NewReader(small))
+		if err != nil {
+			t.Fatalf("request for %q: %v", url, err)
+		}
+		req.Header.Set("Content-Type", "text/plain")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("PUT: %v", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			t.Fatalf("PUT to presigned URL: %s: %s", resp.Status, body)
+		}
+		wantObject(t, s, "pre/any", small, "text/plain")
+	})
+
 	t.Run("get", func(t *testing.T) {
 		for _, obj := range []struct {
 			key  string

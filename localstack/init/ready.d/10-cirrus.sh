@@ -47,7 +47,14 @@ cirrus_fanout_dlq_arn=$(queue_arn "$cirrus_fanout_dlq")
 cirrus_fanout=$(queue_url cirrus-fanout.fifo "$(printf '{"ContentBasedDeduplication":"false","FifoQueue":"true","MessageRetentionPeriod":"345600","RedrivePolicy":"{\\"deadLetterTargetArn\\":\\"%s\\",\\"maxReceiveCount\\":10}","VisibilityTimeout":"30"}' "$cirrus_fanout_dlq_arn")")
 echo "cirrus: queue cirrus-fanout.fifo ready: $cirrus_fanout"
 
+# cirrus-appservice.fifo: visibility timeout 60 s, retention 4 days, dead-lettered after 50 receives.
+cirrus_appservice_dlq=$(queue_url cirrus-appservice-dlq.fifo '{"ContentBasedDeduplication":"false","FifoQueue":"true","MessageRetentionPeriod":"1209600"}')
+cirrus_appservice_dlq_arn=$(queue_arn "$cirrus_appservice_dlq")
+cirrus_appservice=$(queue_url cirrus-appservice.fifo "$(printf '{"ContentBasedDeduplication":"false","FifoQueue":"true","MessageRetentionPeriod":"345600","RedrivePolicy":"{\\"deadLetterTargetArn\\":\\"%s\\",\\"maxReceiveCount\\":50}","VisibilityTimeout":"60"}' "$cirrus_appservice_dlq_arn")")
+echo "cirrus: queue cirrus-appservice.fifo ready: $cirrus_appservice"
+
 echo "cirrus: LocalStack is ready. Run Cirrus on this machine with:"
 echo "  AWS_ENDPOINT_URL=http://localhost:4566 AWS_ENDPOINT_URL_S3=http://localhost:4566 AWS_REGION=us-east-1 CIRRUS_STORAGE=aws"
 echo "  CIRRUS_FEDERATION_QUEUE_URL=http://localhost:4566/000000000000/cirrus-federation.fifo"
 echo "  CIRRUS_FANOUT_QUEUE_URL=http://localhost:4566/000000000000/cirrus-fanout.fifo"
+echo "  CIRRUS_APPSERVICE_QUEUE_URL=http://localhost:4566/000000000000/cirrus-appservice.fifo"

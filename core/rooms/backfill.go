@@ -1,0 +1,142 @@
+package rooms
+
+// History fetched from other servers after a join (backfill). A room joined
+// over federation starts its sequence at JoinedSeqBase, so older events found
+// later can take the sequences below the earliest one: /messages tokens
+// (t<seq>) keep their order and a client paginating backwards simply finds
+// more events below its token. Backfilled events are historical: they have
+// a place in the timeline but no stream position (sync does not announce
+// them as new), they are not forward extremities and never change the
+// current state, and nothing is sent or pushed for them.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/cirrus-matrix/cirrus/core/table"
+)
+
+// JoinedSeqBase is the first room sequence of a room joined over federation;
+// the sequences below it are kept for backfilled history.
+const JoinedSeqBase int64 = 1 << 40
+
+// EarliestEvent returns the room's oldest timeline event (nil for an empty
+// timeline).
+func (s *Service) EarliestEvent(ctx context.Context, r id.RoomID) (*Event, error) {
+	page, err := s.T.Query(ctx, table.Query{PK: roomPK(r), From: "seq#", To: "seq#9999999999999999", Limit: 1})
+	if err != nil {
+		return nil, err
+	}
+	if len(page.Items) == 0 {
+		return nil, nil
+	}
+	return s.Event(ctx, id.EventID(page.Items[0].Data))
+}
+
+// InTimeline reports which of the given events this server holds with a
+// place in the timeline (not as outliers, not rejected or soft-failed).
+func (s *Service) InTimeline(ctx context.Context, ids []id.EventID) (map[id.EventID]bool, error) {
+	evs, err := s.EventsByID(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := map[id.EventID]bool{}
+	for _, ev := range evs {
+		if !ev.Outlier && !ev.Rejected && !ev.SoftFailed && ev.Seq != 0 {
+			out[ev.EventID] = true
+		}
+	}
+	return out, nil
+}
+
+// PersistBackfilled stores events older than the room's earliest timeline
+// event, given newest first (each already checked by federation): each gets
+// the sequence just below the current earliest one. Their state is taken to
+// be the state before the earliest event (the oldest state this server
+// knows). Events already in the timeline are skipped. It returns the events
+// stored, newest first.
+func (s *Service) PersistBackfilled(ctx context.Context, r id.RoomID, rv id.RoomVersion, evs []Outlier) ([]*Event, error) {
+	var out []*Event
+	for _, o := range evs {
+		raw, err := storedPDU(o.PDU)
+		if err != nil {
+			continue
+		}
+		var stored *Event
+		for attempt := 0; attempt < maxAttempts && stored == nil; attempt++ {
+			ev, done, err := s.tryBackfillOne(ctx, r, rv, o.EventID, raw)
+			if err == errRetry {
+				backoff(attempt)
+				continue
+			}
+			if err != nil {
+				return out, err
+			}
+			if done {
+				break // held already, or no room below the earliest event
+			}
+			stored = ev
+		}
+		if stored != nil {
+			out = append(out, stored)
+		}
+	}
+	return out, nil
+}
+
+// tryBackfillOne places one event below the earliest. done without an
+// event means there is nothing to do for it.
+func (s *Service) tryBackfillOne(ctx context.Context, r id.RoomID, rv id.RoomVersion, eid id.EventID, raw []byte) (*Event, bool, error) {
+	cond, ver := table.IfNotExists(), int64(1)
+	it, err := s.T.Get(ctx, eventKey(eid))
+	switch {
+	case err == nil:
+		old, err := decodeEvent(it)
+		if err != nil {
+			return nil, false, err
+		}
+		if !old.Outlier {
+			return nil, true, nil
+		}
+		cond, ver = table.IfVersion(it.Version), it.Version+1
+	case !errors.Is(err, table.ErrNotFound):
+		return nil, false, err
+	}
+	first, err := s.EarliestEvent(ctx, r)
+	if err != nil {
+		return nil, false, err
+	}
+	if first == nil || first.Seq <= 1 {
+		return nil, true, nil // no sequence left below (a room created here)
+	}
+	ev := &Event{RoomID: r, RoomVersion: rv, EventID: eid, PDU: raw, Seq: first.Seq - 1, StateBefore: first.StateBefore}
+	if err := ev.parse(); err != nil {
+		return nil, true, nil
+	}
+	d, _ := json.Marshal(ev)
+	ek := eventKey(eid)
+	pk := roomPK(r)
+	ops := []table.Op{
+		table.Put(table.Item{PK: ek.PK, SK: ek.SK, Data: d, Version: ver}, cond),
+		table.Put(table.Item{PK: pk, SK: seqSK(ev.Seq), Data: []byte(eid)}, table.IfNotExists()),
+		table.Put(table.Item{PK: pk, SK: tsSK(ev.OriginServerTS, ev.Seq), Data: []byte(eid), Num: ev.Seq}, table.Cond{}),
+	}
+	if rel := relationOf(ev); rel != nil && rel.RelType != "m.thread" && !s.otherRoom(ctx, rel.Parent, r) {
+		rd, _ := json.Marshal(rel)
+		ops = append(ops, table.Put(table.Item{PK: relPK(rel.Parent), SK: rel.sortKey(ev.Seq, eid), Data: rd}, table.IfNotExists()))
+		if _, err := s.T.Get(ctx, eventKey(rel.Parent)); err == nil {
+			ops = append(ops, table.Add(eventKey(rel.Parent), 1, table.IfExists()))
+		}
+	}
+	if err := s.T.Transact(ctx, ops); err != nil {
+		var txe *table.TxError
+		if errors.As(err, &txe) || errors.Is(err, table.ErrConflict) || errors.Is(err, table.ErrConditionFailed) {
+			return nil, false, errRetry // another writer took the sequence or the event
+		}
+		return nil, false, err
+	}
+	return ev, false, nil
+}
