@@ -99,6 +99,10 @@ type CostInputs struct {
 	// transaction carrying one PDU.
 	FedOut *OpCounts `json:"federation_out"`
 	FedIn  *OpCounts `json:"federation_in"`
+	// Fanout is the fan-out worker's work for one message (push rules,
+	// notifications, counts, search index, federation and appservice
+	// checks), in a room the size of the community.
+	Fanout *OpCounts `json:"fanout"`
 	// LocalSend is a send in a room without remote servers (FedOut minus
 	// it is what delivering to one server adds).
 	LocalSend *OpCounts `json:"local_send"`
@@ -177,6 +181,15 @@ func Cost(w Workload, in CostInputs, p Prices, m ModelParams) CostReport {
 			r.Complete = false
 		}
 	}
+	// addWorker adds a line for an SQS-triggered function: its requests
+	// are Lambda invocations, not HTTP API requests.
+	addWorker := func(l CostLine) {
+		p.price(&l)
+		l.Total -= l.HTTPAPI
+		l.HTTPAPI = 0
+		r.Lines = append(r.Lines, l)
+		r.Total += l.Total
+	}
 
 	// Sends: one ClientSend invocation and one HTTP API request each.
 	sends := w.MessagesPerDay * m.DaysPerMonth
@@ -254,13 +267,8 @@ func Cost(w Workload, in CostInputs, p Prices, m ModelParams) CostReport {
 				GBSeconds: deliveries * m.billedSeconds(&extra) * m.gb(), RRU: deliveries * extra.RRU, WRU: deliveries * extra.WRU, SQS: deliveries * extra.SQS,
 				Basis: fmt.Sprintf("local messages (%.0f%% of all) × %d remote servers, one transaction each; per delivery: what a send with one remote server costs beyond a local one, measured (SQS-triggered: Lambda requests priced below)", 100*(1-m.RemoteShare), w.RemoteServers)})
 			// The worker's invocations: SQS-triggered, so no HTTP API request.
-			wl := CostLine{Item: "federation out: worker invocations", Status: StatusModel, Requests: deliveries,
-				Basis: "one FederationSender invocation per delivery (batching makes it fewer)"}
-			p.price(&wl)
-			wl.Total -= wl.HTTPAPI
-			wl.HTTPAPI = 0
-			r.Lines = append(r.Lines, wl)
-			r.Total += wl.Total
+			addWorker(CostLine{Item: "federation out: worker invocations", Status: StatusModel, Requests: deliveries,
+				Basis: "one FederationSender invocation per delivery (batching makes it fewer)"})
 			remote := sends * m.RemoteShare
 			add(CostLine{Item: "federation in (FederationSend)", Status: StatusMeasured, Requests: remote,
 				GBSeconds: remote * m.billedSeconds(in.FedIn) * m.gb(), RRU: remote * in.FedIn.RRU, WRU: remote * in.FedIn.WRU, SQS: remote * in.FedIn.SQS,
@@ -306,8 +314,17 @@ func Cost(w Workload, in CostInputs, p Prices, m ModelParams) CostReport {
 				Basis: fmt.Sprintf("$%.3f per 10,000 (measured), plus a /sync wake-up per connected client in the room; the workload gives no rate", l.Total)})
 			r.Complete = false
 		}
-		add(CostLine{Item: "fan-out worker (SQS), push, presence, to-device", Status: StatusNotMeasured,
-			Basis: "no fan-out worker yet; push, presence and to-device not measured by the harness"})
+		if in.Fanout != nil {
+			// One FanoutWorker invocation per message at most (a burst is
+			// one drain): SQS-triggered, no HTTP API request.
+			addWorker(CostLine{Item: "fan-out worker (FanoutWorker)", Status: StatusMeasured, Requests: sends,
+				GBSeconds: sends * m.billedSeconds(in.Fanout) * m.gb(), RRU: sends * in.Fanout.RRU, WRU: sends * in.Fanout.WRU, SQS: sends * (in.Fanout.SQS + 1),
+				Basis: "one drain per message (upper bound), measured per event in a room of 50 members; +1 SQS request for its wake-up"})
+		} else {
+			add(CostLine{Item: "fan-out worker (FanoutWorker)", Status: StatusNotMeasured, Basis: "the AWS path's fan-out measurement did not run"})
+		}
+		add(CostLine{Item: "presence, to-device", Status: StatusNotMeasured,
+			Basis: "not exercised by the harness"})
 	}
 	return r
 }

@@ -221,6 +221,7 @@ func costReports(a *awsResult, workers []string) []CostReport {
 	in.Receipt = conv(opReceipt)
 	in.Typing = conv(opTyping)
 	in.FedOut, in.FedIn, in.LocalSend = conv(opFedOut), conv(opFedIn), conv(opSend)
+	in.Fanout = conv(opFanoutBig)
 	in.Download = conv(opDownload)
 	return []CostReport{
 		Cost(ReferenceCommunity, in, PriceTable, DefaultParams),

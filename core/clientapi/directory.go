@@ -273,42 +273,18 @@ func (a *RoomsAPI) SetDirectoryVisibility(r *httpapi.Request) (any, error) {
 	return httpapi.Empty{}, nil
 }
 
-// PublicRoomsQuery is a /publicRooms request (GET query or POST body; the
-// server-server API's has the same shape).
-type PublicRoomsQuery struct {
-	Limit              *int64 `json:"limit"`
-	Since              string `json:"since"`
-	IncludeAllNetworks bool   `json:"include_all_networks"`
-	ThirdPartyInstance string `json:"third_party_instance_id"`
-	Filter             *struct {
-		GenericSearchTerm string    `json:"generic_search_term"`
-		RoomTypes         []*string `json:"room_types"`
-	} `json:"filter"`
-}
+// PublicRoomsQuery is a /publicRooms request (rooms.PublicRoomsQuery).
+type PublicRoomsQuery = rooms.PublicRoomsQuery
 
 // maxPublicRooms caps one page of the directory.
 const maxPublicRooms = 500
 
 // PublicRoomsGet serves GET /publicRooms.
 func (a *RoomsAPI) PublicRoomsGet(r *httpapi.Request) (any, error) {
-	qv := r.URL.Query()
-	var q PublicRoomsQuery
-	if qv.Has("limit") {
-		n, err := r.QueryInt("limit", 0, 0, 1<<31)
-		if err != nil {
-			return nil, err
-		}
-		q.Limit = &n
+	q, err := rooms.PublicRoomsQueryOf(r)
+	if err != nil {
+		return nil, err
 	}
-	q.Since = qv.Get("since")
-	switch v := qv.Get("include_all_networks"); v {
-	case "", "false":
-	case "true":
-		q.IncludeAllNetworks = true
-	default:
-		return nil, httpapi.InvalidParam("include_all_networks must be true or false")
-	}
-	q.ThirdPartyInstance = qv.Get("third_party_instance_id")
 	return a.publicRooms(r, q)
 }
 

@@ -10,44 +10,22 @@ import (
 	mfed "maunium.net/go/mautrix/federation"
 
 	"github.com/cirrus-matrix/cirrus/core/httpapi"
+	"github.com/cirrus-matrix/cirrus/core/rooms"
 )
 
 // The room directory over federation: our published rooms for other
 // servers, and other servers' directories for our clients.
 
-// DirectoryQuery is a /publicRooms query (the GET parameters or the POST
-// body; the same shape as the client-server API's).
-type DirectoryQuery struct {
-	Limit              *int64 `json:"limit,omitempty"`
-	Since              string `json:"since,omitempty"`
-	IncludeAllNetworks bool   `json:"include_all_networks,omitempty"`
-	ThirdPartyInstance string `json:"third_party_instance_id,omitempty"`
-	Filter             *struct {
-		GenericSearchTerm string    `json:"generic_search_term"`
-		RoomTypes         []*string `json:"room_types"`
-	} `json:"filter,omitempty"`
-}
+// DirectoryQuery is a /publicRooms query (rooms.PublicRoomsQuery: the same
+// shape in both APIs).
+type DirectoryQuery = rooms.PublicRoomsQuery
 
 // PublicRoomsGet serves GET /_matrix/federation/v1/publicRooms.
 func (s *Service) PublicRoomsGet(r *httpapi.Request) (any, error) {
-	qv := r.URL.Query()
-	var q DirectoryQuery
-	if qv.Has("limit") {
-		n, err := r.QueryInt("limit", 0, 0, 1<<31)
-		if err != nil {
-			return nil, err
-		}
-		q.Limit = &n
+	q, err := rooms.PublicRoomsQueryOf(r)
+	if err != nil {
+		return nil, err
 	}
-	q.Since = qv.Get("since")
-	switch v := qv.Get("include_all_networks"); v {
-	case "", "false":
-	case "true":
-		q.IncludeAllNetworks = true
-	default:
-		return nil, httpapi.InvalidParam("include_all_networks must be true or false")
-	}
-	q.ThirdPartyInstance = qv.Get("third_party_instance_id")
 	return s.localDirectory(r.Ctx(), q)
 }
 

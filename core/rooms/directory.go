@@ -323,3 +323,39 @@ func (s *Service) NetworkRooms(ctx context.Context, network string) ([]id.RoomID
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 	return out, nil
 }
+
+// PublicRoomsQuery is a /publicRooms request: the GET parameters or the
+// POST body, the same shape in the client-server and server-server APIs.
+type PublicRoomsQuery struct {
+	Limit              *int64 `json:"limit,omitempty"`
+	Since              string `json:"since,omitempty"`
+	IncludeAllNetworks bool   `json:"include_all_networks,omitempty"`
+	ThirdPartyInstance string `json:"third_party_instance_id,omitempty"`
+	Filter             *struct {
+		GenericSearchTerm string    `json:"generic_search_term"`
+		RoomTypes         []*string `json:"room_types"`
+	} `json:"filter,omitempty"`
+}
+
+// PublicRoomsQueryOf reads a GET /publicRooms request's parameters.
+func PublicRoomsQueryOf(r *httpapi.Request) (PublicRoomsQuery, error) {
+	qv := r.URL.Query()
+	var q PublicRoomsQuery
+	if qv.Has("limit") {
+		n, err := r.QueryInt("limit", 0, 0, 1<<31)
+		if err != nil {
+			return q, err
+		}
+		q.Limit = &n
+	}
+	q.Since = qv.Get("since")
+	switch v := qv.Get("include_all_networks"); v {
+	case "", "false":
+	case "true":
+		q.IncludeAllNetworks = true
+	default:
+		return q, httpapi.InvalidParam("include_all_networks must be true or false")
+	}
+	q.ThirdPartyInstance = qv.Get("third_party_instance_id")
+	return q, nil
+}

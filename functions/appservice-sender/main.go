@@ -5,27 +5,6 @@
 // (with backoff) while the others proceed.
 package main
 
-import (
-	"context"
-	"fmt"
-	"os"
+import "github.com/cirrus-matrix/cirrus/infra/app"
 
-	"github.com/aws/aws-lambda-go/lambda"
-
-	"github.com/cirrus-matrix/cirrus/infra/app"
-	"github.com/cirrus-matrix/cirrus/infra/config"
-)
-
-func main() {
-	cfg, err := config.Load(os.Getenv)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "cirrus:", err)
-		os.Exit(1)
-	}
-	a, err := app.Build(context.Background(), cfg, app.NewLogger(cfg.LogLevel, true))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "cirrus:", err)
-		os.Exit(1)
-	}
-	lambda.Start(a.HandleAppServiceSQS)
-}
+func main() { app.WorkerMain((*app.App).HandleAppServiceSQS) }
