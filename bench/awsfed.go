@@ -74,6 +74,7 @@ func startFedNode(ctx context.Context, ln net.Listener, host string, vars map[st
 	wctx, cancel := context.WithCancel(ctx)
 	atExit.add(cancel)
 	go a.RunFederationSender(wctx)
+	go a.RunFanout(wctx) // the federation outbox is filled by a fan-out handler
 	return &fedNode{app: a, name: env["CIRRUS_SERVER_NAME"], c: newClient(srv.URL, 4)}, nil
 }
 
@@ -171,7 +172,7 @@ func measureAWSFederation(ctx context.Context, work string, res *awsResult) erro
 	if err != nil {
 		return err
 	}
-	oc.Note = "wall_ms: send → readable on B; includes the federation sender's queue receive/delete"
+	oc.Note = "wall_ms: send → readable on B; includes the fan-out worker's handlers (push, search, federation outbox) and the federation sender"
 	res.Ops = append(res.Ops, oc)
 	// Incoming: A's calls while B's transaction arrives and is persisted.
 	// Whether it has arrived is asked of a second instance on A's resources,

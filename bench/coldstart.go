@@ -115,6 +115,8 @@ func probeFor(fn string, fx fixture, run int) (probeRequest, error) {
 	case "ClientUserData":
 		return probeRequest{Method: http.MethodPost, Path: c + "/user/" + url.PathEscape(fx.user) + "/filter", Auth: true,
 			Body: []byte(`{"room":{"timeline":{"limit":10}}}`), Label: "POST /user/{userId}/filter"}, nil
+	case "Federation":
+		return get("/_matrix/federation/v1/version", false), nil
 	case "FederationSend":
 		// A transaction needs a request signed by a remote server's key,
 		// which the harness has not got: the refusal is still one whole

@@ -265,7 +265,7 @@ func Cost(w Workload, in CostInputs, p Prices, m ModelParams) CostReport {
 				WRU: max(0, in.FedOut.WRU-in.LocalSend.WRU), SQS: in.FedOut.SQS, WallMS: max(0, in.FedOut.WallMS-in.LocalSend.WallMS)}
 			add(CostLine{Item: "federation out (FederationSender)", Status: StatusMeasured,
 				GBSeconds: deliveries * m.billedSeconds(&extra) * m.gb(), RRU: deliveries * extra.RRU, WRU: deliveries * extra.WRU, SQS: deliveries * extra.SQS,
-				Basis: fmt.Sprintf("local messages (%.0f%% of all) × %d remote servers, one transaction each; per delivery: what a send with one remote server costs beyond a local one, measured (SQS-triggered: Lambda requests priced below)", 100*(1-m.RemoteShare), w.RemoteServers)})
+				Basis: fmt.Sprintf("local messages (%.0f%% of all) × %d remote servers, one transaction each; per delivery: what a send with one remote server costs beyond a local one, measured (it includes the fan-out handlers of a 2-member room, also in the fan-out line: a small overlap)", 100*(1-m.RemoteShare), w.RemoteServers)})
 			// The worker's invocations: SQS-triggered, so no HTTP API request.
 			addWorker(CostLine{Item: "federation out: worker invocations", Status: StatusModel, Requests: deliveries,
 				Basis: "one FederationSender invocation per delivery (batching makes it fewer)"})
