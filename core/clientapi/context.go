@@ -3,7 +3,6 @@ package clientapi
 import (
 	"context"
 	"encoding/json"
-	"strconv"
 
 	"maunium.net/go/mautrix/id"
 
@@ -155,24 +154,9 @@ func (a *RoomsAPI) TimestampToEvent(r *httpapi.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	q := r.URL.Query()
-	if !q.Has("ts") {
-		return nil, httpapi.MissingParam("ts is required")
-	}
-	ts, err := strconv.ParseInt(q.Get("ts"), 10, 64)
+	ts, d, err := rooms.TimestampQueryOf(r)
 	if err != nil {
-		return nil, httpapi.InvalidParam("ts must be an integer (milliseconds since the Unix epoch)")
-	}
-	var d byte
-	switch q.Get("dir") {
-	case "f":
-		d = rooms.Forward
-	case "b":
-		d = rooms.Backward
-	case "":
-		return nil, httpapi.MissingParam("dir is required")
-	default:
-		return nil, httpapi.InvalidParam("dir must be f or b")
+		return nil, err
 	}
 	if _, err := a.canRead(r, room); err != nil {
 		return nil, err

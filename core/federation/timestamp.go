@@ -2,7 +2,6 @@ package federation
 
 import (
 	"context"
-	"strconv"
 	"time"
 
 	"maunium.net/go/mautrix"
@@ -18,24 +17,9 @@ import (
 func (s *Service) TimestampToEvent(r *httpapi.Request) (any, error) {
 	ctx := r.Ctx()
 	room := id.RoomID(r.PathValue("roomId"))
-	q := r.URL.Query()
-	if !q.Has("ts") {
-		return nil, httpapi.MissingParam("ts is required")
-	}
-	ts, err := strconv.ParseInt(q.Get("ts"), 10, 64)
+	ts, d, err := rooms.TimestampQueryOf(r)
 	if err != nil {
-		return nil, httpapi.InvalidParam("ts must be an integer (milliseconds since the Unix epoch)")
-	}
-	var d byte
-	switch q.Get("dir") {
-	case "f":
-		d = rooms.Forward
-	case "b":
-		d = rooms.Backward
-	case "":
-		return nil, httpapi.MissingParam("dir is required")
-	default:
-		return nil, httpapi.InvalidParam("dir must be f or b")
+		return nil, err
 	}
 	if err := s.requireInRoom(ctx, room, r.Origin); err != nil {
 		return nil, err

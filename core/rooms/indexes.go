@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/cirrus-matrix/cirrus/core/httpapi"
 	"github.com/cirrus-matrix/cirrus/core/table"
 )
 
@@ -207,4 +209,25 @@ func (s *Service) participated(ctx context.Context, root *Event, u id.UserID) (b
 func (s *Service) otherRoom(ctx context.Context, parent id.EventID, r id.RoomID) bool {
 	p, err := s.Event(ctx, parent)
 	return err == nil && p.RoomID != r
+}
+
+// TimestampQueryOf reads a timestamp_to_event request's ts and dir (the
+// same parameters in the client-server and server-server APIs).
+func TimestampQueryOf(r *httpapi.Request) (ts int64, dir byte, err error) {
+	q := r.URL.Query()
+	if !q.Has("ts") {
+		return 0, 0, httpapi.MissingParam("ts is required")
+	}
+	if ts, err = strconv.ParseInt(q.Get("ts"), 10, 64); err != nil {
+		return 0, 0, httpapi.InvalidParam("ts must be an integer (milliseconds since the Unix epoch)")
+	}
+	switch q.Get("dir") {
+	case "f":
+		return ts, Forward, nil
+	case "b":
+		return ts, Backward, nil
+	case "":
+		return 0, 0, httpapi.MissingParam("dir is required")
+	}
+	return 0, 0, httpapi.InvalidParam("dir must be f or b")
 }
