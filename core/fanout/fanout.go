@@ -115,8 +115,7 @@ func New(t table.Table, rs *rooms.Service, q queue.Queue, log *slog.Logger, now 
 }
 
 // Register adds a handler under a name (for logs and the parked record).
-// Each handler sees the events in stream order; different handlers run
-// concurrently with each other (they are independent). h must be idempotent.
+// Handlers run in registration order. h must be idempotent.
 func (w *Worker) Register(name string, h Handler) {
 	w.hmu.Lock()
 	defer w.hmu.Unlock()
@@ -316,12 +315,9 @@ type handlerErr struct {
 	err     error
 }
 
-// handle runs the handlers over the entries: each handler in its own
-// goroutine, over the entries in order, so that a slow handler (a push
-// gateway, many index writes) does not hold up the others, and their
-// writes share the table's group commits. On a failure it returns the
-// earliest failed entry's position and its error; every entry before it
-// has been handled by every handler.
+// handle runs the handlers over the entries in order. On a failure it
+// returns the failed entry's position and the error; every entry before it
+// has been handled.
 func (w *Worker) handle(ctx context.Context, entries []stream.Entry) (failPos int64, herr *handlerErr) {
 	if len(entries) == 0 {
 		return 0, nil
@@ -344,41 +340,22 @@ func (w *Worker) handle(ctx context.Context, entries []stream.Entry) (failPos in
 	w.hmu.RLock()
 	hs := append([]named(nil), w.handlers...)
 	w.hmu.RUnlock()
-	type item struct {
-		pos int64
-		ev  *rooms.Event
-	}
-	var todo []item
 	for _, e := range entries {
 		var se rooms.StreamEntry
 		_ = json.Unmarshal(e.Data, &se)
-		if ev := byID[se.EventID]; ev != nil {
+		ev := byID[se.EventID]
+		if ev != nil {
 			if ev.Pos == 0 {
 				ev.Pos = e.Pos
 			}
-			todo = append(todo, item{e.Pos, ev})
-		}
-	}
-	fails := make([]*handlerErr, len(hs))
-	failAt := make([]int64, len(hs))
-	var wg sync.WaitGroup
-	for i, h := range hs {
-		wg.Go(func() {
-			for _, it := range todo {
-				if err := callHandler(ctx, h.h, it.ev); err != nil {
-					fails[i], failAt[i] = &handlerErr{h.name, err}, it.pos
-					return
+			for _, h := range hs {
+				if err := callHandler(ctx, h.h, ev); err != nil {
+					return e.Pos, &handlerErr{h.name, err}
 				}
 			}
-		})
-	}
-	wg.Wait()
-	for i, f := range fails {
-		if f != nil && (herr == nil || failAt[i] < failPos) {
-			failPos, herr = failAt[i], f
 		}
 	}
-	return failPos, herr
+	return 0, nil
 }
 
 // callHandler runs h, turning a panic into an error (a bad event must not
