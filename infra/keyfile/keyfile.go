@@ -29,33 +29,15 @@ func (s Store) Load(context.Context) (string, error) {
 // key already exists, so a concurrent Load never sees a half-written file
 // and exactly one creator wins.
 func (s Store) Create(_ context.Context, text string) error {
-	tmp, err := os.CreateTemp(filepath.Dir(s.Path), ".signing-*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.WriteString(text + "\n"); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Link(tmp.Name(), s.Path); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return signing.ErrExists
+	return s.writeThen(text, func(tmp string) error {
+		if err := os.Link(tmp, s.Path); err != nil {
+			if errors.Is(err, os.ErrExist) {
+				return signing.ErrExists
+			}
+			return err
 		}
-		return err
-	}
-	return nil
+		return nil
+	})
 }
 
 // Replace implements signing.Replacer: the new key is written to a
@@ -69,6 +51,13 @@ func (s Store) Replace(ctx context.Context, old, text string) error {
 	if cur != strings.TrimSpace(old) {
 		return signing.ErrChanged
 	}
+	return s.writeThen(text, func(tmp string) error { return os.Rename(tmp, s.Path) })
+}
+
+// writeThen writes text to a synced, private temporary file next to the
+// key and hands its name to place, which moves it into position (the
+// temporary file is removed afterwards if it is still there).
+func (s Store) writeThen(text string, place func(tmp string) error) error {
 	tmp, err := os.CreateTemp(filepath.Dir(s.Path), ".signing-*.tmp")
 	if err != nil {
 		return err
@@ -89,5 +78,5 @@ func (s Store) Replace(ctx context.Context, old, text string) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), s.Path)
+	return place(tmp.Name())
 }
