@@ -160,6 +160,19 @@ func federatedKeys(t *testing.T, srv []*testenv.FedServer) {
 		return nil
 	})
 
+	// Bob renames that device: B announces it, and A's cached copy of
+	// Bob's device list (what Alice's query reads) carries the new name.
+	if err := bob.c.SetDeviceInfo(ctx, bob2.c.DeviceID, &mautrix.ReqDeviceInfo{DisplayName: "bob's laptop"}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 20*time.Second, "alice's query sees the device's new name", func() error {
+		q := queryKeys(t, alice.c, bob.c.UserID)
+		if dk, ok := q.DeviceKeys[bob.c.UserID][bob2.c.DeviceID]; !ok || dk.Unsigned["device_display_name"] != "bob's laptop" {
+			return fmt.Errorf("bob's second device: %+v", dk)
+		}
+		return nil
+	})
+
 	// A to-device message from A reaches Bob's first device on B, once.
 	_, err = alice.c.SendToDevice(ctx, event.Type{Type: "org.example.ping", Class: event.ToDeviceEventType}, &mautrix.ReqSendToDevice{
 		Messages: map[id.UserID]map[id.DeviceID]*event.Content{bob.c.UserID: {bob.c.DeviceID: {Raw: map[string]any{"n": 1}}}}})

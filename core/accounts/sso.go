@@ -133,8 +133,10 @@ func SSOLocalpart(claim string) string {
 // generated one. The mapping is written with a conditional put, so two
 // concurrent first logins of one subject end on the same user (the loser's
 // freshly created account stays unused). displayName sets the new
-// account's display name when not empty.
-func (s *Service) ProvisionSSOUser(ctx context.Context, provider, subject, localpartHint, displayName string) (id.UserID, error) {
+// account's display name when not empty. A candidate for which reserved
+// (may be nil) answers true is skipped like a taken one: application
+// services' exclusive namespaces are not handed out to SSO users.
+func (s *Service) ProvisionSSOUser(ctx context.Context, provider, subject, localpartHint, displayName string, reserved func(id.UserID) bool) (id.UserID, error) {
 	if u, err := s.SSOUser(ctx, provider, subject); err != nil || u != "" {
 		return u, err
 	}
@@ -156,6 +158,14 @@ func (s *Service) ProvisionSSOUser(ctx context.Context, provider, subject, local
 		}
 		cand, err := s.UserID(lp)
 		if err != nil {
+			continue
+		}
+		if reserved != nil && reserved(cand) {
+			// Namespaces are usually prefixes, so numbered variants of a
+			// reserved name are reserved too: fall back to "user" once.
+			if base != "user" {
+				base, i = "user", -1
+			}
 			continue
 		}
 		_, err = s.CreateAccount(ctx, NewAccount{UserID: cand, DisplayName: displayName, InhibitLogin: true})

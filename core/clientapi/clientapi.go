@@ -64,8 +64,9 @@ type API struct {
 	// RemoteProfile, if set, asks another server for its user's profile
 	// (field "" for all of it).
 	RemoteProfile func(ctx context.Context, u id.UserID, field string) (map[string]any, error)
-	// DeviceKeys, if set, drops the encryption keys of deleted devices.
-	DeviceKeys DeviceKeysDeleter
+	// DeviceKeys, if set, drops the encryption keys of deleted devices and
+	// announces renamed ones.
+	DeviceKeys DeviceKeyKeeper
 	// AppServices is the application service support (nil: none configured).
 	AppServices *AppServiceAPI
 	// SSO is login through OpenID Connect providers (nil: none configured).

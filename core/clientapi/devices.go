@@ -80,6 +80,11 @@ func (a *API) UpdateDevice(r *httpapi.Request) (any, error) {
 	if err := a.Accounts.RenameDevice(r.Ctx(), r.Caller.UserID, dev, *req.DisplayName); err != nil {
 		return nil, err
 	}
+	if a.DeviceKeys != nil {
+		if err := a.DeviceKeys.DeviceRenamed(r.Ctx(), r.Caller.UserID, dev); err != nil {
+			return nil, err
+		}
+	}
 	return httpapi.Empty{}, nil
 }
 

@@ -13,12 +13,14 @@ import (
 	"github.com/cirrus-matrix/cirrus/core/keys"
 )
 
-// DeviceKeysDeleter drops the end-to-end encryption keys of devices that
-// were deleted (logout, device deletion, password change, deactivation).
-// core/keys implements it.
-type DeviceKeysDeleter interface {
+// DeviceKeyKeeper keeps the end-to-end encryption keys and device lists in
+// step with the devices: it drops the keys of devices that were deleted
+// (logout, device deletion, password change, deactivation) and announces
+// renamed ones. core/keys implements it.
+type DeviceKeyKeeper interface {
 	DeleteDeviceKeys(ctx context.Context, u id.UserID, devs []id.DeviceID) error
 	DeleteAllDeviceKeys(ctx context.Context, u id.UserID, keep id.DeviceID) error
+	DeviceRenamed(ctx context.Context, u id.UserID, dev id.DeviceID) error
 }
 
 // dropDeviceKeys removes deleted devices' keys, if keys are kept at all.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/cirrus-matrix/cirrus/core/accounts"
 	"github.com/cirrus-matrix/cirrus/core/httpapi"
@@ -61,6 +62,9 @@ type SSOAPI struct {
 	// crafted link cannot silently hand someone's login to another site.
 	TrustedClients []string
 	Accounts       *accounts.Service
+	// Reserved, if set, reports user IDs that new SSO accounts must not
+	// take (application services' exclusive namespaces).
+	Reserved func(id.UserID) bool
 	// HTTP reaches the providers (discovery, keys, token endpoint): a
 	// netguard client, so provider URLs cannot point at internal networks
 	// unless the deployment allows it.
@@ -409,7 +413,7 @@ func (a *SSOAPI) callback(r *httpapi.Request) (string, error) {
 	if accounts.SSOLocalpart(hint) == "" {
 		hint = str("email")
 	}
-	uid, err := a.Accounts.ProvisionSSOUser(ctx, p.ID, idt.Subject, hint, str(dnClaim))
+	uid, err := a.Accounts.ProvisionSSOUser(ctx, p.ID, idt.Subject, hint, str(dnClaim), a.Reserved)
 	if err != nil {
 		return "", err
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"maunium.net/go/mautrix/id"
@@ -116,12 +117,63 @@ func (s *Service) sendRemote(ctx context.Context, sender id.UserID, typ, message
 		return nil // no federation: like messages to unknown devices, dropped
 	}
 	for server, msgs := range byServer {
-		edu := DirectToDevice{Sender: sender, Type: typ, MessageID: messageID, Messages: msgs}
-		if err := s.SendEDU(ctx, []string{server}, EDUDirectToDevice, edu); err != nil {
-			return err
+		for _, edu := range splitToDevice(sender, typ, messageID, msgs) {
+			if err := s.SendEDU(ctx, []string{server}, EDUDirectToDevice, edu); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
+}
+
+// maxToDeviceEDUBytes bounds the messages of one m.direct_to_device EDU, as
+// Synapse does with 64 KiB: receivers limit request sizes, and an EDU is
+// one outbox item (400 KB at most).
+const maxToDeviceEDUBytes = 60 * 1024
+
+// splitToDevice cuts one server's messages into EDUs of at most
+// maxToDeviceEDUBytes of message content each (a single larger message goes
+// alone). The parts are made in a fixed order and get message ids derived
+// from messageID, so a retried request makes the same parts and receivers
+// drop the repeats; a message that fits in one EDU keeps messageID itself.
+func splitToDevice(sender id.UserID, typ, messageID string, msgs map[id.UserID]map[id.DeviceID]json.RawMessage) []DirectToDevice {
+	users := make([]id.UserID, 0, len(msgs))
+	for u := range msgs {
+		users = append(users, u)
+	}
+	slices.Sort(users)
+	var parts []DirectToDevice
+	cur, size := map[id.UserID]map[id.DeviceID]json.RawMessage{}, 0
+	for _, u := range users {
+		devices := make([]id.DeviceID, 0, len(msgs[u]))
+		for d := range msgs[u] {
+			devices = append(devices, d)
+		}
+		slices.Sort(devices)
+		for _, d := range devices {
+			m := msgs[u][d]
+			n := len(m) + len(u) + len(d) + 8 // the keys and JSON punctuation
+			if size > 0 && size+n > maxToDeviceEDUBytes {
+				parts = append(parts, DirectToDevice{Sender: sender, Type: typ, Messages: cur})
+				cur, size = map[id.UserID]map[id.DeviceID]json.RawMessage{}, 0
+			}
+			if cur[u] == nil {
+				cur[u] = map[id.DeviceID]json.RawMessage{}
+			}
+			cur[u][d] = m
+			size += n
+		}
+	}
+	if size > 0 {
+		parts = append(parts, DirectToDevice{Sender: sender, Type: typ, Messages: cur})
+	}
+	for i := range parts {
+		parts[i].MessageID = messageID
+		if len(parts) > 1 {
+			parts[i].MessageID = fmt.Sprintf("%s.%d", messageID, i)
+		}
+	}
+	return parts
 }
 
 // ReceiveToDevice delivers an m.direct_to_device EDU from origin to our

@@ -3,6 +3,7 @@ package ephemeral
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"maunium.net/go/mautrix/id"
@@ -83,4 +84,58 @@ func TestToDeviceAcrossServers(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestSplitToDevice(t *testing.T) {
+	big := json.RawMessage(`"` + strings.Repeat("x", 25*1024) + `"`)
+	huge := json.RawMessage(`"` + strings.Repeat("y", 100*1024) + `"`)
+	tests := []struct {
+		name  string
+		msgs  map[id.UserID]map[id.DeviceID]json.RawMessage
+		parts int
+	}{
+		{"small stays whole", map[id.UserID]map[id.DeviceID]json.RawMessage{"@b:y": {"B1": json.RawMessage(`{}`), "B2": json.RawMessage(`{}`)}}, 1},
+		{"five 25 KiB messages", map[id.UserID]map[id.DeviceID]json.RawMessage{"@b:y": {"B1": big, "B2": big, "B3": big}, "@c:y": {"C1": big, "C2": big}}, 3},
+		{"one oversized message goes alone", map[id.UserID]map[id.DeviceID]json.RawMessage{"@b:y": {"B1": huge, "B2": json.RawMessage(`{}`)}}, 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			parts := splitToDevice("@a:x", "m.test", "mid", tc.msgs)
+			again := splitToDevice("@a:x", "m.test", "mid", tc.msgs)
+			if len(parts) != tc.parts {
+				t.Fatalf("%d parts, want %d", len(parts), tc.parts)
+			}
+			ids, count := map[string]bool{}, 0
+			for i, p := range parts {
+				if p.MessageID != again[i].MessageID || ids[p.MessageID] {
+					t.Fatalf("part %d message id %q: not unique or not stable", i, p.MessageID)
+				}
+				ids[p.MessageID] = true
+				if tc.parts == 1 && p.MessageID != "mid" {
+					t.Fatalf("a whole EDU changed its message id to %q", p.MessageID)
+				}
+				size, inPart := 0, 0
+				for u, byDev := range p.Messages {
+					for d, m := range byDev {
+						if string(tc.msgs[u][d]) != string(m) {
+							t.Fatalf("message for %s/%s changed", u, d)
+						}
+						size += len(m)
+						count++
+						inPart++
+					}
+				}
+				if size > maxToDeviceEDUBytes && inPart > 1 {
+					t.Fatalf("part %d holds %d bytes in several messages", i, size)
+				}
+			}
+			want := 0
+			for _, byDev := range tc.msgs {
+				want += len(byDev)
+			}
+			if count != want {
+				t.Fatalf("%d messages in the parts, want %d", count, want)
+			}
+		})
+	}
 }

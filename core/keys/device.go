@@ -765,6 +765,24 @@ func (s *Service) claimFallback(ctx context.Context, u id.UserID, dev id.DeviceI
 	return "", nil, table.ErrConflict
 }
 
+// DeviceRenamed records that a device's display name changed: the users
+// who share a room with u see u in their device-list changes and the
+// servers sharing a room get an m.device_list_update with the new name, as
+// the display name is part of what /keys/query answers. A device that
+// never published keys is in nobody's device list, so nothing is recorded.
+func (s *Service) DeviceRenamed(ctx context.Context, u id.UserID, dev id.DeviceID) error {
+	if _, err := s.T.Get(ctx, devKey(u, dev)); errors.Is(err, table.ErrNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if err := s.commit(ctx, change{Users: []id.UserID{u}}, nil); err != nil {
+		return err
+	}
+	s.announceDevices(ctx, u, []id.DeviceID{dev}, false)
+	return nil
+}
+
 // ---- deleting a device's keys ----
 
 // DeleteDeviceKeys removes everything stored for the listed devices (device

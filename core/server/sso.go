@@ -3,6 +3,8 @@ package server
 import (
 	"net/netip"
 
+	"maunium.net/go/mautrix/id"
+
 	"github.com/cirrus-matrix/cirrus/core/clientapi"
 	"github.com/cirrus-matrix/cirrus/core/netguard"
 )
@@ -29,6 +31,9 @@ func (s *Server) withSSO() *Server {
 	s.ssoAPI = &clientapi.SSOAPI{Providers: s.cfg.SSO.Providers, Accounts: s.accounts,
 		CallbackURL: s.cfg.Client.PublicBaseURL + clientapi.SSOCallbackPath, HTTP: netguard.NewClient(allow),
 		TrustedClients: s.cfg.SSO.TrustedClients}
+	if x := s.appServiceAPI; x != nil && x.Registry != nil {
+		s.ssoAPI.Reserved = func(u id.UserID) bool { return x.Registry.ExclusiveUser(u) != nil }
+	}
 	if s.ssoAPI.Configured() {
 		s.client.SSO = s.ssoAPI
 	}
