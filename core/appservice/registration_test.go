@@ -110,12 +110,3 @@ func TestRegistryRejects(t *testing.T) {
 		})
 	}
 }
-
-func TestBackoff(t *testing.T) {
-	s := &Service{MinBackoff: 1, MaxBackoff: 8}
-	for i, want := range []int64{1, 1, 2, 4, 8, 8} {
-		if got := int64(s.backoffFor(i)); got != want {
-			t.Errorf("backoff(%d) = %d, want %d", i, got, want)
-		}
-	}
-}

@@ -13,19 +13,19 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/cirrus-matrix/cirrus/core/outbox"
 	"github.com/cirrus-matrix/cirrus/core/queue"
 	"github.com/cirrus-matrix/cirrus/core/rooms"
 	"github.com/cirrus-matrix/cirrus/core/table"
 )
 
-// Delivery works like the federation sender. When an event is persisted,
-// each interested application service gets an outbox item in the table and
-// a wake-up message on the AppServiceQueue (FIFO, message group = the
+// Delivery works like the federation sender, on the same core/outbox loop.
+// When an event is persisted, each interested application service gets an
+// outbox item in the table and a wake-up message on the AppServiceQueue (FIFO, message group = the
 // service's id: one worker at a time per service, in order). The worker
 // drains the outbox in transactions of up to MaxEventsPerTxn events: it
 // records the transaction (its txnId and events) before sending, and
@@ -40,10 +40,7 @@ import (
 // MaxEventsPerTxn bounds the events of one transaction.
 const MaxEventsPerTxn = 50
 
-const (
-	outPrefix = "out#"
-	maxDrain  = 20
-)
+const outPrefix = "out#"
 
 func asPK(name string) string { return "as#" + name }
 
@@ -55,11 +52,6 @@ type pendingTxn struct {
 	TxnID  string       `json:"txn_id"`
 	SKs    []string     `json:"sks"`
 	Events []id.EventID `json:"events"`
-}
-
-type svcState struct {
-	Failures int   `json:"failures"`
-	RetryAt  int64 `json:"retry_at,omitempty"`
 }
 
 // Service delivers events to application services and queries them.
@@ -225,103 +217,51 @@ func groupOf(name string) string {
 	return "as-" + hex.EncodeToString(sum[:16])
 }
 
+// worker is the outbox loop over the services' outboxes.
+func (s *Service) worker() *outbox.Worker {
+	return &outbox.Worker{Kind: "appservice", T: s.T, Q: s.Q,
+		Party: func(body []byte) (string, bool) {
+			var w wakeMsg
+			// A service no longer configured is dropped with its messages.
+			return w.AppService, json.Unmarshal(body, &w) == nil && s.Registry.ByID(w.AppService) != nil
+		},
+		Wake:       s.wake,
+		StateKey:   func(name string) table.Key { return table.Key{PK: asPK(name), SK: "state"} },
+		Step:       s.step,
+		MinBackoff: s.MinBackoff, MaxBackoff: s.MaxBackoff, Log: s.log(), Now: s.now}
+}
+
 // Run receives and handles messages until ctx ends (the all-in-one's
 // in-process worker).
-func (s *Service) Run(ctx context.Context) {
-	if s.Q == nil {
-		return
-	}
-	for ctx.Err() == nil {
-		msgs, err := s.Q.Receive(ctx, queue.MaxBatch, 2*time.Second)
-		if err != nil {
-			if ctx.Err() == nil {
-				s.log().Error("appservice queue receive", "err", err)
-				time.Sleep(time.Second)
-			}
-			continue
-		}
-		if len(msgs) > 0 {
-			hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			s.Handle(hctx, msgs)
-			cancel()
-		}
-	}
-}
+func (s *Service) Run(ctx context.Context) { s.worker().Run(ctx) }
 
 // Handle processes received messages, one goroutine per service, and
 // returns the ids of messages not completed (an SQS partial batch
-// failure); those stay on the queue hidden for their backoff.
+// failure).
 func (s *Service) Handle(ctx context.Context, msgs []queue.Received) []string {
-	by := map[string][]queue.Received{}
-	var order []string
-	for _, m := range msgs {
-		var w wakeMsg
-		if err := json.Unmarshal(m.Body, &w); err != nil || s.Registry.ByID(w.AppService) == nil {
-			// Not ours to understand, or a service no longer configured.
-			_ = s.Q.Delete(ctx, m.Receipt)
-			continue
-		}
-		if _, ok := by[w.AppService]; !ok {
-			order = append(order, w.AppService)
-		}
-		by[w.AppService] = append(by[w.AppService], m)
-	}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	var failed []string
-	for _, name := range order {
-		ms := by[name]
-		wg.Go(func() {
-			if err := s.drain(ctx, s.Registry.ByID(name), ms[0].Receipt); err != nil {
-				if !errors.Is(err, errBackoff) {
-					s.log().Error("appservice sender", "appservice", name, "err", err)
-				}
-				mu.Lock()
-				for _, m := range ms {
-					failed = append(failed, m.ID)
-				}
-				mu.Unlock()
-				return
-			}
-			for _, m := range ms {
-				if err := s.Q.Delete(ctx, m.Receipt); err != nil && !errors.Is(err, queue.ErrBadReceipt) {
-					s.log().Warn("appservice queue delete", "err", err)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return failed
+	return s.worker().Handle(ctx, msgs)
 }
 
-var errBackoff = errors.New("appservice: service is backing off")
-
-// drain sends a service's outbox, transaction by transaction.
-func (s *Service) drain(ctx context.Context, reg *Registration, receipt string) error {
-	for range maxDrain {
-		txn, ver, err := s.pending(ctx, reg.ID)
-		if err != nil {
-			return err
-		}
-		if txn == nil {
-			return s.succeeded(ctx, reg.ID)
-		}
-		if err := s.send(ctx, reg, txn); err != nil {
-			return s.failed(ctx, reg.ID, receipt, err)
-		}
-		ops := []table.Op{table.Delete(table.Key{PK: asPK(reg.ID), SK: "txn"}, table.IfVersion(ver))}
-		for _, sk := range txn.SKs {
-			ops = append(ops, table.Delete(table.Key{PK: asPK(reg.ID), SK: sk}, table.Cond{}))
-		}
-		if err := s.T.Transact(ctx, ops); err != nil && !errors.Is(err, table.ErrConditionFailed) {
-			var txe *table.TxError
-			if !errors.As(err, &txe) {
-				return err
-			}
-		}
+// step sends a service's next transaction, and deletes it with its outbox
+// items once the service took it.
+func (s *Service) step(ctx context.Context, name string) (bool, error) {
+	txn, ver, err := s.pending(ctx, name)
+	if err != nil || txn == nil {
+		return txn == nil && err == nil, err
 	}
-	// More is waiting: hand over to a fresh message so this one completes.
-	return s.Q.Send(ctx, s.wake(reg.ID, fmt.Sprintf("more-%d", s.now().UnixNano())))
+	if err := s.send(ctx, s.Registry.ByID(name), txn); err != nil {
+		return false, outbox.Unreachable(err)
+	}
+	ops := []table.Op{table.Delete(table.Key{PK: asPK(name), SK: "txn"}, table.IfVersion(ver))}
+	for _, sk := range txn.SKs {
+		ops = append(ops, table.Delete(table.Key{PK: asPK(name), SK: sk}, table.Cond{}))
+	}
+	err = s.T.Transact(ctx, ops)
+	var txe *table.TxError
+	if err != nil && !errors.Is(err, table.ErrConditionFailed) && !errors.As(err, &txe) {
+		return false, err
+	}
+	return false, nil
 }
 
 // pending returns the service's transaction in flight, forming one from
@@ -432,49 +372,4 @@ func (s *Service) call(ctx context.Context, reg *Registration, method, path stri
 		return 0, nil, err
 	}
 	return resp.StatusCode, b, nil
-}
-
-func (s *Service) backoffFor(failures int) time.Duration {
-	lo, hi := s.MinBackoff, s.MaxBackoff
-	if lo <= 0 {
-		lo = 5 * time.Second
-	}
-	if hi <= 0 {
-		hi = time.Hour
-	}
-	d := lo
-	for i := 1; i < failures && d < hi; i++ {
-		d *= 2
-	}
-	return min(d, hi)
-}
-
-// failed records a failure and hides the message for the backoff.
-func (s *Service) failed(ctx context.Context, name, receipt string, cause error) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	k := table.Key{PK: asPK(name), SK: "state"}
-	var st svcState
-	if it, err := s.T.Get(ctx, k); err == nil {
-		_ = json.Unmarshal(it.Data, &st)
-	}
-	st.Failures++
-	wait := s.backoffFor(st.Failures)
-	st.RetryAt = s.now().Add(wait).UnixMilli()
-	d, _ := json.Marshal(st)
-	_ = s.T.Put(ctx, table.Item{PK: k.PK, SK: k.SK, Data: d}, table.Cond{})
-	s.log().Info("application service unreachable; will retry", "appservice", name, "failures", st.Failures, "retry_in", wait, "err", cause)
-	if err := s.Q.SetVisibility(ctx, receipt, wait); err != nil {
-		s.log().Warn("appservice queue visibility", "err", err)
-	}
-	return errBackoff
-}
-
-// succeeded clears a service's failures.
-func (s *Service) succeeded(ctx context.Context, name string) error {
-	err := s.T.Delete(ctx, table.Key{PK: asPK(name), SK: "state"}, table.Cond{})
-	if errors.Is(err, table.ErrNotFound) {
-		return nil
-	}
-	return err
 }

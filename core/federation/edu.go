@@ -3,7 +3,6 @@ package federation
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -145,9 +144,7 @@ func (sn *Sender) enqueueEDU(ctx context.Context, dests []string, typ string, ra
 		}
 		ops = append(ops, table.Put(it, table.IfNotExists()))
 		size += table.ItemSize(it)
-		body, _ := json.Marshal(wakeMsg{Destination: d})
-		sum := sha256.Sum256([]byte(d + "\x00" + sk))
-		msgs = append(msgs, queue.Message{Body: body, Group: d, DedupID: hex.EncodeToString(sum[:])})
+		msgs = append(msgs, sn.wake(d, sk))
 	}
 	if err := flush(); err != nil {
 		return err

@@ -35,16 +35,6 @@ func TestACLAllows(t *testing.T) {
 	}
 }
 
-func TestSenderBackoff(t *testing.T) {
-	sn := &Sender{MinBackoff: time.Second, MaxBackoff: 30 * time.Second}
-	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 30 * time.Second, 30 * time.Second}
-	for i, w := range want {
-		if got := sn.backoffFor(i + 1); got != w {
-			t.Errorf("failure %d: %s, want %s", i+1, got, w)
-		}
-	}
-}
-
 func TestAddSignature(t *testing.T) {
 	own, _ := signing.Generate()
 	raw, err := OwnKeys("other.example", own, time.Now())

@@ -10,13 +10,13 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	"go.mau.fi/util/jsontime"
 	mfed "maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/cirrus-matrix/cirrus/core/outbox"
 	"github.com/cirrus-matrix/cirrus/core/queue"
 	"github.com/cirrus-matrix/cirrus/core/rooms"
 	"github.com/cirrus-matrix/cirrus/core/table"
@@ -58,12 +58,7 @@ type Sender struct {
 
 func destPK(server string) string { return "dest#" + server }
 
-const (
-	outPrefix = "out#"
-	// maxDrain bounds the transactions one message sends before handing
-	// over to a fresh message (Lambda time limits, fairness).
-	maxDrain = 20
-)
+const outPrefix = "out#"
 
 type wakeMsg struct {
 	Destination string `json:"destination"`
@@ -78,24 +73,54 @@ type pendingTxn struct {
 	EDUSKs []string `json:"edu_sks,omitempty"`
 }
 
-type destState struct {
-	Failures int    `json:"failures"`
-	Receipt  string `json:"receipt,omitempty"` // of the hidden message while backing off
-	RetryAt  int64  `json:"retry_at,omitempty"`
+// worker is the outbox loop over the destinations' outboxes.
+func (sn *Sender) worker() *outbox.Worker {
+	return &outbox.Worker{Kind: "federation", T: sn.Fed.T, Q: sn.Q,
+		Party: func(body []byte) (string, bool) {
+			var w wakeMsg
+			return w.Destination, json.Unmarshal(body, &w) == nil
+		},
+		Wake:       sn.wake,
+		StateKey:   func(dest string) table.Key { return table.Key{PK: destPK(dest), SK: "dest"} },
+		Step:       sn.step,
+		MinBackoff: sn.MinBackoff, MaxBackoff: sn.MaxBackoff, Log: sn.Fed.Log, Now: sn.Fed.now}
 }
 
-func (sn *Sender) minBackoff() time.Duration {
-	if sn.MinBackoff > 0 {
-		return sn.MinBackoff
-	}
-	return 5 * time.Second
+// wake is the wake-up message for a destination.
+func (sn *Sender) wake(dest, dedup string) queue.Message {
+	body, _ := json.Marshal(wakeMsg{Destination: dest})
+	sum := sha256.Sum256([]byte(dest + "\x00" + dedup))
+	return queue.Message{Body: body, Group: dest, DedupID: hex.EncodeToString(sum[:])}
 }
 
-func (sn *Sender) maxBackoff() time.Duration {
-	if sn.MaxBackoff > 0 {
-		return sn.MaxBackoff
+// Run receives and handles messages until ctx ends (the in-process worker
+// of the all-in-one).
+func (sn *Sender) Run(ctx context.Context) { sn.worker().Run(ctx) }
+
+// Handle processes received messages and returns the ids of those not
+// completed (an SQS partial batch failure).
+func (sn *Sender) Handle(ctx context.Context, msgs []queue.Received) []string {
+	return sn.worker().Handle(ctx, msgs)
+}
+
+// Nudge retries a destination at once if it is backing off (it just
+// talked to us, so it is up).
+func (sn *Sender) Nudge(ctx context.Context, server string) { sn.worker().Nudge(ctx, server) }
+
+// step sends a destination's next transaction. A transaction the
+// destination understood and refused is dropped, not retried.
+func (sn *Sender) step(ctx context.Context, dest string) (bool, error) {
+	txn, ver, err := sn.pending(ctx, dest)
+	if err != nil || txn == nil {
+		return txn == nil && err == nil, err
 	}
-	return time.Hour
+	if err := sn.send(ctx, dest, txn); err != nil {
+		if !permanent(err) {
+			return false, outbox.Unreachable(err)
+		}
+		sn.Fed.Log.Warn("destination refused a transaction; dropping it", "destination", dest, "txn", txn.TxnID, "err", err)
+	}
+	return false, sn.complete(ctx, dest, txn, ver)
 }
 
 // OnPersist is the room engine hook: our own events go to the other
@@ -179,147 +204,13 @@ func (sn *Sender) Enqueue(ctx context.Context, ev *rooms.Event, except ...string
 		if err := sn.Fed.T.Put(ctx, table.Item{PK: destPK(d), SK: sk, Data: []byte(ev.EventID)}, table.Cond{}); err != nil {
 			return err
 		}
-		body, _ := json.Marshal(wakeMsg{Destination: d})
-		sum := sha256.Sum256([]byte(d + "\x00" + string(ev.EventID)))
-		msgs = append(msgs, queue.Message{Body: body, Group: d, DedupID: hex.EncodeToString(sum[:])})
+		msgs = append(msgs, sn.wake(d, string(ev.EventID)))
 	}
 	if len(msgs) == 0 {
 		return nil
 	}
 	sn.Fed.Log.Debug("queued for federation", "event_id", ev.EventID, "destinations", len(msgs))
 	return sn.Q.Send(ctx, msgs...)
-}
-
-// Nudge retries a destination at once if it is backing off (it just
-// talked to us, so it is up).
-func (sn *Sender) Nudge(ctx context.Context, server string) {
-	if sn.Q == nil {
-		return
-	}
-	it, err := sn.Fed.T.Get(ctx, table.Key{PK: destPK(server), SK: "dest"})
-	if err != nil {
-		return
-	}
-	var st destState
-	if json.Unmarshal(it.Data, &st) != nil || st.Receipt == "" || st.RetryAt <= sn.Fed.now().UnixMilli() {
-		return
-	}
-	// Only one request wins the nudge.
-	cleared := st
-	cleared.Receipt, cleared.RetryAt = "", 0
-	d, _ := json.Marshal(cleared)
-	if err := sn.Fed.T.Put(ctx, table.Item{PK: it.PK, SK: it.SK, Data: d, Version: it.Version + 1}, table.IfVersion(it.Version)); err != nil {
-		return
-	}
-	_ = sn.Q.SetVisibility(ctx, st.Receipt, 0)
-}
-
-// Run receives and handles messages until ctx ends (the in-process worker
-// of the all-in-one).
-func (sn *Sender) Run(ctx context.Context) {
-	if sn.Q == nil {
-		return
-	}
-	for ctx.Err() == nil {
-		// A short long-poll: some SQS emulators answer only at its end, and
-		// a message whose backoff ends must not wait for it.
-		msgs, err := sn.Q.Receive(ctx, queue.MaxBatch, 2*time.Second)
-		if err != nil {
-			if ctx.Err() == nil {
-				sn.Fed.Log.Error("federation queue receive", "err", err)
-				time.Sleep(time.Second)
-			}
-			continue
-		}
-		if len(msgs) > 0 {
-			// A shutdown lets the batch in hand finish (bounded): a message
-			// abandoned mid-send would stay hidden for the queue's whole
-			// visibility timeout.
-			hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			sn.Handle(hctx, msgs)
-			cancel()
-		}
-	}
-}
-
-// Handle processes received messages (grouped by destination, each group
-// in order) and returns the ids of the messages that were not completed
-// (for an SQS batch response); those are left on the queue with their
-// backoff as visibility.
-func (sn *Sender) Handle(ctx context.Context, msgs []queue.Received) []string {
-	byDest := map[string][]queue.Received{}
-	var order []string
-	for _, m := range msgs {
-		var w wakeMsg
-		if err := json.Unmarshal(m.Body, &w); err != nil || w.Destination == "" {
-			_ = sn.Q.Delete(ctx, m.Receipt) // not ours to understand
-			continue
-		}
-		if _, ok := byDest[w.Destination]; !ok {
-			order = append(order, w.Destination)
-		}
-		byDest[w.Destination] = append(byDest[w.Destination], m)
-	}
-	// Destinations are independent: one that hangs must not hold up the
-	// others (a Lambda batch has one deadline for all).
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	var failed []string
-	for _, d := range order {
-		ms := byDest[d]
-		wg.Go(func() {
-			sn.Fed.Log.Debug("federation sender: destination", "destination", d, "messages", len(ms))
-			err := sn.drain(ctx, d, ms[0].Receipt)
-			if err != nil {
-				if !errors.Is(err, errBackoff) {
-					sn.Fed.Log.Error("federation sender", "destination", d, "err", err)
-				}
-				mu.Lock()
-				for _, m := range ms {
-					failed = append(failed, m.ID)
-				}
-				mu.Unlock()
-				return
-			}
-			for _, m := range ms {
-				if err := sn.Q.Delete(ctx, m.Receipt); err != nil && !errors.Is(err, queue.ErrBadReceipt) {
-					sn.Fed.Log.Warn("federation queue delete", "err", err)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return failed
-}
-
-// errBackoff means the destination failed and its message was hidden.
-var errBackoff = errors.New("federation: destination is backing off")
-
-// drain sends a destination's outbox, transaction by transaction.
-func (sn *Sender) drain(ctx context.Context, dest, receipt string) error {
-	for i := 0; i < maxDrain; i++ {
-		txn, ver, err := sn.pending(ctx, dest)
-		if err != nil {
-			return err
-		}
-		if txn == nil {
-			return sn.succeeded(ctx, dest)
-		}
-		err = sn.send(ctx, dest, txn)
-		if err != nil {
-			if permanent(err) {
-				sn.Fed.Log.Warn("destination refused a transaction; dropping it", "destination", dest, "txn", txn.TxnID, "err", err)
-			} else {
-				return sn.failed(ctx, dest, receipt, err)
-			}
-		}
-		if err := sn.complete(ctx, dest, txn, ver); err != nil {
-			return err
-		}
-	}
-	// More is waiting: hand over to a fresh message so this one completes.
-	body, _ := json.Marshal(wakeMsg{Destination: dest})
-	return sn.Q.Send(ctx, queue.Message{Body: body, Group: dest, DedupID: fmt.Sprintf("more-%d", sn.Fed.now().UnixNano())})
 }
 
 // pending returns the destination's transaction in flight, forming one
@@ -466,43 +357,4 @@ func permanent(err error) bool {
 		return true
 	}
 	return false
-}
-
-func (sn *Sender) backoffFor(failures int) time.Duration {
-	d := sn.minBackoff()
-	for i := 1; i < failures && d < sn.maxBackoff(); i++ {
-		d *= 2
-	}
-	return min(d, sn.maxBackoff())
-}
-
-// failed records a failure and hides the message for the backoff.
-func (sn *Sender) failed(ctx context.Context, dest, receipt string, cause error) error {
-	// Bookkeeping survives the request's deadline (a Lambda near its end).
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	k := table.Key{PK: destPK(dest), SK: "dest"}
-	var st destState
-	if it, err := sn.Fed.T.Get(ctx, k); err == nil {
-		_ = json.Unmarshal(it.Data, &st)
-	}
-	st.Failures++
-	wait := sn.backoffFor(st.Failures)
-	st.Receipt, st.RetryAt = receipt, sn.Fed.now().Add(wait).UnixMilli()
-	d, _ := json.Marshal(st)
-	_ = sn.Fed.T.Put(ctx, table.Item{PK: k.PK, SK: k.SK, Data: d, Version: sn.Fed.now().UnixNano()}, table.Cond{})
-	sn.Fed.Log.Info("destination unreachable; will retry", "destination", dest, "failures", st.Failures, "retry_in", wait, "err", cause)
-	if err := sn.Q.SetVisibility(ctx, receipt, wait); err != nil {
-		sn.Fed.Log.Warn("federation queue visibility", "err", err)
-	}
-	return errBackoff
-}
-
-// succeeded clears a destination's failures.
-func (sn *Sender) succeeded(ctx context.Context, dest string) error {
-	err := sn.Fed.T.Delete(ctx, table.Key{PK: destPK(dest), SK: "dest"}, table.Cond{})
-	if errors.Is(err, table.ErrNotFound) {
-		return nil
-	}
-	return err
 }
