@@ -45,8 +45,9 @@ type fakeAS struct {
 }
 
 type asTxn struct {
-	ID     string
-	Events []map[string]any
+	ID        string
+	Events    []map[string]any
+	Ephemeral []map[string]any
 }
 
 func (f *fakeAS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -63,7 +64,8 @@ func (f *fakeAS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodPut && strings.HasPrefix(p, "/_matrix/app/v1/transactions/"):
 		txnID, _ := url.PathUnescape(strings.TrimPrefix(p, "/_matrix/app/v1/transactions/"))
 		var body struct {
-			Events []map[string]any `json:"events"`
+			Events    []map[string]any `json:"events"`
+			Ephemeral []map[string]any `json:"ephemeral"`
 		}
 		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
 			w.WriteHeader(http.StatusBadRequest)
@@ -73,9 +75,9 @@ func (f *fakeAS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fail := f.failNext > 0
 		if fail {
 			f.failNext--
-			f.failed = append(f.failed, asTxn{txnID, body.Events})
+			f.failed = append(f.failed, asTxn{txnID, body.Events, body.Ephemeral})
 		} else {
-			f.delivered = append(f.delivered, asTxn{txnID, body.Events})
+			f.delivered = append(f.delivered, asTxn{txnID, body.Events, body.Ephemeral})
 		}
 		f.mu.Unlock()
 		if fail {
@@ -153,6 +155,7 @@ as_token: %s
 hs_token: %s
 sender_localpart: bridgebot
 rate_limited: false
+receive_ephemeral: true
 protocols: [bridgenet]
 namespaces:
   users:
@@ -476,6 +479,113 @@ func TestAppServiceTransactions(t *testing.T) {
 			f.mu.Unlock()
 			if bad != 0 {
 				t.Errorf("%d requests without the hs_token", bad)
+			}
+		})
+	}
+}
+
+// TestAppServiceEphemeral: a service with receive_ephemeral gets the
+// typing notices, receipts and presence of the rooms it is interested in,
+// in its transactions' ephemeral list; private receipts only of its own
+// users.
+func TestAppServiceEphemeral(t *testing.T) {
+	for _, engine := range testenv.Engines {
+		t.Run(engine, func(t *testing.T) {
+			env, f := startWithAppService(t, engine)
+			ctx := context.Background()
+			if st, out := asRegister(t, env, asToken, "_bridge_bob"); st != 200 {
+				t.Fatalf("register: %d %v", st, out)
+			}
+			ghost := id.UserID("@_bridge_bob:cirrus.test")
+			alice := register(t, env, "alice", "pw")
+			quiet, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "quiet"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "bridged", Invite: []id.UserID{ghost}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st, out := doJSON(t, env, http.MethodPost, "/_matrix/client/v3/rooms/"+string(room.RoomID)+"/join?user_id="+url.QueryEscape(string(ghost)), asToken, map[string]any{}); st != 200 {
+				t.Fatalf("ghost join: %d %v", st, out)
+			}
+			msg, err := alice.SendText(ctx, room.RoomID, "hello bridge")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := alice.UserTyping(ctx, quiet.RoomID, true, 30*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := alice.UserTyping(ctx, room.RoomID, true, 30*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			receipt := func(token, path string) {
+				t.Helper()
+				if st, out := doJSON(t, env, http.MethodPost, path, token, map[string]any{}); st != 200 {
+					t.Fatalf("receipt %s: %d %v", path, st, out)
+				}
+			}
+			base := "/_matrix/client/v3/rooms/" + string(room.RoomID) + "/receipt/"
+			receipt(alice.AccessToken, base+"m.read.private/"+url.PathEscape(string(msg.EventID)))
+			receipt(asToken, base+"m.read.private/"+url.PathEscape(string(msg.EventID))+"?user_id="+url.QueryEscape(string(ghost)))
+			receipt(alice.AccessToken, base+"m.read/"+url.PathEscape(string(msg.EventID)))
+			if err := alice.SetPresence(ctx, mautrix.ReqPresence{Presence: "online", StatusMsg: "bridging"}); err != nil {
+				t.Fatal(err)
+			}
+
+			var eph []map[string]any
+			testenv.Eventually(t, 20*time.Second, "ephemeral data pushed", func() error {
+				_, delivered := f.snapshot()
+				eph = eph[:0]
+				for _, txn := range delivered {
+					eph = append(eph, txn.Ephemeral...)
+				}
+				kinds := map[string]int{}
+				for _, e := range eph {
+					kinds[e["type"].(string)]++
+				}
+				if kinds["m.typing"] < 1 || kinds["m.receipt"] < 2 || kinds["m.presence"] < 1 {
+					return fmt.Errorf("ephemeral so far: %v", eph)
+				}
+				return nil
+			})
+			var typing, presence bool
+			receipts := map[string]bool{} // user/type
+			for _, e := range eph {
+				content, _ := e["content"].(map[string]any)
+				switch e["type"] {
+				case "m.typing":
+					if e["room_id"] != string(room.RoomID) {
+						t.Errorf("typing of another room pushed: %v", e)
+					}
+					if fmt.Sprint(content["user_ids"]) == fmt.Sprint([]any{string(alice.UserID)}) {
+						typing = true
+					}
+				case "m.receipt":
+					if e["room_id"] != string(room.RoomID) {
+						t.Errorf("receipt without the room: %v", e)
+					}
+					for _, byType := range content {
+						for typ, users := range byType.(map[string]any) {
+							for u := range users.(map[string]any) {
+								receipts[u+"/"+typ] = true
+							}
+						}
+					}
+				case "m.presence":
+					if e["sender"] == string(alice.UserID) && content["presence"] == "online" && content["status_msg"] == "bridging" {
+						presence = true
+					}
+				}
+			}
+			if !typing || !presence {
+				t.Errorf("typing %v, presence %v in %v", typing, presence, eph)
+			}
+			if !receipts[string(alice.UserID)+"/m.read"] || !receipts[string(ghost)+"/m.read.private"] {
+				t.Errorf("receipts pushed: %v", receipts)
+			}
+			if receipts[string(alice.UserID)+"/m.read.private"] {
+				t.Errorf("another user's private receipt was pushed: %v", receipts)
 			}
 		})
 	}

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -52,6 +53,9 @@ type pendingTxn struct {
 	TxnID  string       `json:"txn_id"`
 	SKs    []string     `json:"sks"`
 	Events []id.EventID `json:"events"`
+	// EphSKs name the ephemeral outbox items the transaction carries
+	// (ephemeral.go).
+	EphSKs []string `json:"eph_sks,omitempty"`
 }
 
 // Service delivers events to application services and queries them.
@@ -70,8 +74,13 @@ type Service struct {
 	MinBackoff, MaxBackoff time.Duration
 	// QueryTimeout bounds one user/alias/third-party query (10 s if 0).
 	QueryTimeout time.Duration
-	Log          *slog.Logger
-	Now          func() time.Time
+	// TypingUsers and PresenceOf read the typing list of a room and a
+	// user's presence (m.presence content) for ephemeral data (nil: those
+	// kinds are not pushed).
+	TypingUsers func(ctx context.Context, room id.RoomID) ([]id.UserID, error)
+	PresenceOf  func(ctx context.Context, u id.UserID) (any, error)
+	Log         *slog.Logger
+	Now         func() time.Time
 }
 
 func (s *Service) now() time.Time {
@@ -103,6 +112,19 @@ func (s *Service) Interested(ctx context.Context, ev *rooms.Event) ([]*Registrat
 	if ev.Outlier || ev.Rejected || ev.SoftFailed {
 		return nil, nil
 	}
+	users := []id.UserID{ev.Sender}
+	if ev.Type == "m.room.member" && ev.StateKey != nil {
+		users = append(users, id.UserID(*ev.StateKey))
+	}
+	return s.interestedIn(ctx, ev.RoomID, users, false)
+}
+
+// interestedIn lists the services interested in something that happens in
+// room and involves users (only local ones count): those whose namespaces
+// hold one of users or a joined local member of the room, or match the
+// room or one of its aliases. ephemeralOnly keeps the services that asked
+// for ephemeral data.
+func (s *Service) interestedIn(ctx context.Context, room id.RoomID, users []id.UserID, ephemeralOnly bool) ([]*Registration, error) {
 	var (
 		members    []id.UserID
 		aliases    []id.RoomAlias
@@ -113,19 +135,23 @@ func (s *Service) Interested(ctx context.Context, ev *rooms.Event) ([]*Registrat
 		_, server, err := u.Parse()
 		return err == nil && server == s.Rooms.ServerName
 	}
+	owns := func(reg *Registration, us []id.UserID) bool {
+		for _, u := range us {
+			if local(u) && reg.OwnsUser(u) {
+				return true
+			}
+		}
+		return false
+	}
 	for _, reg := range s.Registry.All() {
-		if reg.BaseURL() == "" {
+		if reg.BaseURL() == "" || (ephemeralOnly && !reg.Ephemeral()) {
 			continue
 		}
-		hit := (local(ev.Sender) && reg.OwnsUser(ev.Sender)) || reg.MatchesRoom(ev.RoomID)
-		if !hit && ev.Type == "m.room.member" && ev.StateKey != nil {
-			t := id.UserID(*ev.StateKey)
-			hit = local(t) && reg.OwnsUser(t)
-		}
+		hit := owns(reg, users) || reg.MatchesRoom(room)
 		if !hit && len(reg.Namespaces.Aliases) > 0 {
 			if !gotA {
 				var err error
-				if aliases, err = s.Rooms.RoomAliases(ctx, ev.RoomID); err != nil {
+				if aliases, err = s.Rooms.RoomAliases(ctx, room); err != nil {
 					return nil, err
 				}
 				gotA = true
@@ -139,7 +165,7 @@ func (s *Service) Interested(ctx context.Context, ev *rooms.Event) ([]*Registrat
 		}
 		if !hit {
 			if !gotM {
-				ms, err := s.Rooms.SyncMembers(ctx, ev.RoomID)
+				ms, err := s.Rooms.SyncMembers(ctx, room)
 				if err != nil {
 					return nil, err
 				}
@@ -150,12 +176,7 @@ func (s *Service) Interested(ctx context.Context, ev *rooms.Event) ([]*Registrat
 				}
 				gotM = true
 			}
-			for _, m := range members {
-				if reg.OwnsUser(m) {
-					hit = true
-					break
-				}
-			}
+			hit = owns(reg, members)
 		}
 		if hit {
 			out = append(out, reg)
@@ -252,16 +273,7 @@ func (s *Service) step(ctx context.Context, name string) (bool, error) {
 	if err := s.send(ctx, s.Registry.ByID(name), txn); err != nil {
 		return false, outbox.Unreachable(err)
 	}
-	ops := []table.Op{table.Delete(table.Key{PK: asPK(name), SK: "txn"}, table.IfVersion(ver))}
-	for _, sk := range txn.SKs {
-		ops = append(ops, table.Delete(table.Key{PK: asPK(name), SK: sk}, table.Cond{}))
-	}
-	err = s.T.Transact(ctx, ops)
-	var txe *table.TxError
-	if err != nil && !errors.Is(err, table.ErrConditionFailed) && !errors.As(err, &txe) {
-		return false, err
-	}
-	return false, nil
+	return false, outbox.Complete(ctx, s.T, asPK(name), append(slices.Clone(txn.SKs), txn.EphSKs...), ver)
 }
 
 // pending returns the service's transaction in flight, forming one from
@@ -284,7 +296,11 @@ func (s *Service) pending(ctx context.Context, name string) (*pendingTxn, int64,
 		if err != nil {
 			return nil, 0, err
 		}
-		if len(page.Items) == 0 {
+		eph, err := s.liveEphemeral(ctx, name)
+		if err != nil {
+			return nil, 0, err
+		}
+		if len(page.Items) == 0 && len(eph) == 0 {
 			return nil, 0, nil
 		}
 		var t pendingTxn
@@ -292,9 +308,12 @@ func (s *Service) pending(ctx context.Context, name string) (*pendingTxn, int64,
 			t.SKs = append(t.SKs, item.SK)
 			t.Events = append(t.Events, id.EventID(item.Data))
 		}
+		for _, item := range eph {
+			t.EphSKs = append(t.EphSKs, item.SK)
+		}
 		// The time and the outbox keys it carries name the transaction;
 		// the name is stored, so retries reuse it.
-		sum := sha256.Sum256([]byte(strings.Join(t.SKs, "\n")))
+		sum := sha256.Sum256([]byte(strings.Join(append(slices.Clone(t.SKs), t.EphSKs...), "\n")))
 		t.TxnID = fmt.Sprintf("%d.%s", s.now().UnixMilli(), hex.EncodeToString(sum[:6]))
 		d, _ := json.Marshal(t)
 		err = s.T.Put(ctx, table.Item{PK: k.PK, SK: k.SK, Data: d, Version: 1}, table.IfNotExists())
@@ -328,7 +347,18 @@ func (s *Service) send(ctx context.Context, reg *Registration, t *pendingTxn) er
 	if err != nil {
 		return err
 	}
-	body, _ := json.Marshal(map[string]any{"events": formatted})
+	eph, err := s.ephemeralContents(ctx, reg.ID, t.EphSKs)
+	if err != nil {
+		return err
+	}
+	if len(formatted) == 0 && len(eph) == 0 {
+		return nil // only stale ephemeral data: nothing left to say
+	}
+	txn := map[string]any{"events": formatted}
+	if len(eph) > 0 {
+		txn["ephemeral"] = eph
+	}
+	body, _ := json.Marshal(txn)
 	status, resp, err := s.call(ctx, reg, http.MethodPut, "/_matrix/app/v1/transactions/"+url.PathEscape(t.TxnID), nil, body, 0)
 	if err != nil {
 		return err

@@ -49,6 +49,12 @@ type Service struct {
 	// EDUs to the room's other servers go out from them; remote.go).
 	OnLocalTyping  func(ctx context.Context, r id.RoomID, u id.UserID, typing bool, timeout time.Duration)
 	OnLocalReceipt func(ctx context.Context, rc Receipt)
+	// OnTypingChanged and OnReceipt, if set, are called after any change
+	// of a room's typing list (a local or remote user, or an expiry) and
+	// after any receipt is committed, private ones included (application
+	// services' ephemeral data leaves through them).
+	OnTypingChanged func(ctx context.Context, r id.RoomID)
+	OnReceipt       func(ctx context.Context, rc Receipt)
 	// SendEDU, if set, queues an EDU for other servers: to-device
 	// messages for their users leave through it (todevice.go).
 	SendEDU func(ctx context.Context, destinations []string, typ string, content any) error

@@ -90,6 +90,9 @@ func (s *Service) putReceipt(ctx context.Context, in Receipt) error {
 		}
 		s.notify(s.Receipts.Name)
 		s.localReceipt(ctx, rc)
+		if s.OnReceipt != nil {
+			s.OnReceipt(ctx, rc)
+		}
 		return nil
 	}
 	return httpapi.LimitExceeded(100).With("error", "receipts are changing too fast")

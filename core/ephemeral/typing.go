@@ -115,6 +115,7 @@ func (s *Service) SetTyping(ctx context.Context, r id.RoomID, u id.UserID, typin
 		}
 		s.notify(s.Typing.Name)
 		s.localTyping(ctx, r, u, typing, timeout)
+		s.typingChanged(ctx, r)
 		return nil
 	}
 	return httpapi.LimitExceeded(100).With("error", "typing state is changing too fast")
@@ -198,7 +199,15 @@ func (s *Service) Expire(ctx context.Context, ti TypingItem) error {
 	}
 	if err == nil {
 		s.notify(s.Typing.Name)
+		s.typingChanged(ctx, ti.RoomID)
 		s.localTyping(ctx, ti.RoomID, ti.UserID, false, 0)
 	}
 	return err
+}
+
+// typingChanged reports a change of a room's typing list to OnTypingChanged.
+func (s *Service) typingChanged(ctx context.Context, r id.RoomID) {
+	if s.OnTypingChanged != nil {
+		s.OnTypingChanged(ctx, r)
+	}
 }

@@ -120,7 +120,7 @@ func (sn *Sender) step(ctx context.Context, dest string) (bool, error) {
 		}
 		sn.Fed.Log.Warn("destination refused a transaction; dropping it", "destination", dest, "txn", txn.TxnID, "err", err)
 	}
-	return false, sn.complete(ctx, dest, txn, ver)
+	return false, outbox.Complete(ctx, sn.Fed.T, destPK(dest), append(slices.Clone(txn.SKs), txn.EDUSKs...), ver)
 }
 
 // OnPersist is the room engine hook: our own events go to the other
@@ -317,34 +317,6 @@ func (sn *Sender) send(ctx context.Context, dest string, t *pendingTxn) error {
 		if r.Error != "" {
 			sn.Fed.Log.Info("destination did not accept an event", "destination", dest, "event_id", eid, "err", r.Error)
 		}
-	}
-	return nil
-}
-
-// complete removes a delivered transaction: its outbox items, then the
-// transaction itself (if it is still the one this worker sent). A crash in
-// between leaves the transaction to be sent once more under the same id,
-// which the destination answers from its memory of it.
-func (sn *Sender) complete(ctx context.Context, dest string, txn *pendingTxn, ver int64) error {
-	var keys []table.Key
-	for _, sk := range txn.SKs {
-		keys = append(keys, table.Key{PK: destPK(dest), SK: sk})
-	}
-	for _, sk := range txn.EDUSKs {
-		keys = append(keys, table.Key{PK: destPK(dest), SK: sk})
-	}
-	for chunk := range slices.Chunk(keys, table.MaxTxItems) {
-		ops := make([]table.Op, len(chunk))
-		for i, k := range chunk {
-			ops[i] = table.Delete(k, table.Cond{})
-		}
-		if err := sn.Fed.T.Transact(ctx, ops); err != nil {
-			return err
-		}
-	}
-	err := sn.Fed.T.Delete(ctx, table.Key{PK: destPK(dest), SK: "txn"}, table.IfVersion(ver))
-	if err != nil && !errors.Is(err, table.ErrConditionFailed) {
-		return err
 	}
 	return nil
 }

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -257,4 +258,26 @@ func (w *Worker) Nudge(ctx context.Context, party string) {
 		return
 	}
 	_ = w.Q.SetVisibility(ctx, st.Receipt, 0)
+}
+
+// Complete removes a delivered transaction from a party's partition pk:
+// its outbox items (sks), then the transaction item itself (SK "txn") if
+// it is still the one sent (version ver). A crash in between leaves the
+// transaction to be sent once more under the same id, which receivers
+// answer from their memory of it.
+func Complete(ctx context.Context, t table.Table, pk string, sks []string, ver int64) error {
+	for chunk := range slices.Chunk(sks, table.MaxTxItems) {
+		ops := make([]table.Op, len(chunk))
+		for i, sk := range chunk {
+			ops[i] = table.Delete(table.Key{PK: pk, SK: sk}, table.Cond{})
+		}
+		if err := t.Transact(ctx, ops); err != nil {
+			return err
+		}
+	}
+	err := t.Delete(ctx, table.Key{PK: pk, SK: "txn"}, table.IfVersion(ver))
+	if err != nil && !errors.Is(err, table.ErrConditionFailed) {
+		return err
+	}
+	return nil
 }

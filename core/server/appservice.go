@@ -10,6 +10,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/core/accounts"
 	"github.com/cirrus-matrix/cirrus/core/appservice"
 	"github.com/cirrus-matrix/cirrus/core/clientapi"
+	"github.com/cirrus-matrix/cirrus/core/ephemeral"
 	h "github.com/cirrus-matrix/cirrus/core/httpapi"
 )
 
@@ -53,6 +54,7 @@ func (s *Server) withAppServices() *Server {
 	// Every persisted event passes the fan-out worker, which queues it for
 	// the interested services.
 	s.fanout.Register("appservice", svc.Enqueue)
+	s.pushEphemeralToAppServices(svc)
 	// The services' own users exist from the start (best effort: a
 	// failure here is retried by the next process to start).
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -90,5 +92,31 @@ func (s *Server) appServiceRoutes() []h.Route {
 	return []h.Route{
 		{Method: http.MethodPost, Path: cv1 + "/appservice/{appserviceId}/ping", Function: FnAuth, Auth: h.AuthRequired, Handle: x.Ping},
 		{Method: http.MethodPut, Path: cv3 + "/directory/list/appservice/{networkId}/{roomId}", Function: FnRooms, Auth: h.AuthRequired, Handle: x.SetNetworkVisibility},
+	}
+}
+
+// pushEphemeralToAppServices feeds typing, receipt and presence changes to
+// the services that asked for ephemeral data (best effort, like EDUs: a
+// change that fails to queue is logged and lost).
+func (s *Server) pushEphemeralToAppServices(svc *appservice.Service) {
+	if s.syncAPI == nil {
+		return
+	}
+	eph, ud := s.syncAPI.Service.Ephemeral, s.syncAPI.UserData
+	logErr := func(what string, err error) {
+		if err != nil {
+			s.deps.Log.Warn("appservice: queueing ephemeral data", "kind", what, "err", err)
+		}
+	}
+	svc.TypingUsers = eph.TypingUsers
+	svc.PresenceOf = func(ctx context.Context, u id.UserID) (any, error) { return ud.Presence(ctx, u) }
+	eph.OnTypingChanged = func(ctx context.Context, r id.RoomID) { logErr("typing", svc.TypingChanged(ctx, r)) }
+	eph.OnReceipt = func(ctx context.Context, rc ephemeral.Receipt) { logErr("receipt", svc.ReceiptChanged(ctx, rc)) }
+	prev := ud.OnPresence
+	ud.OnPresence = func(ctx context.Context, u id.UserID) {
+		if prev != nil {
+			prev(ctx, u)
+		}
+		logErr("presence", svc.PresenceChanged(ctx, u))
 	}
 }
