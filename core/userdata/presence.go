@@ -29,6 +29,11 @@ const (
 	touchEvery = time.Minute
 	// activeWithin is how recent activity must be for currently_active.
 	activeWithin = time.Minute
+	// reannounceEvery is how often the presence of a user who stays
+	// online or unavailable is reported again (to other servers, above
+	// all): Synapse takes a remote user it has heard nothing of for 30
+	// minutes to be offline, and repeats its own users' every 25.
+	reannounceEvery = 25 * time.Minute
 )
 
 // ValidPresence reports whether p is one of the three states.
@@ -42,6 +47,9 @@ type presenceRecord struct {
 	Presence   string  `json:"presence"`
 	StatusMsg  *string `json:"status_msg,omitempty"`
 	LastActive int64   `json:"last_active"` // Unix ms
+	// Announced is when a local user's presence was last reported to
+	// OnPresence (Unix ms).
+	Announced int64 `json:"announced,omitempty"`
 }
 
 // PresenceStatus is what GET /presence/{userId}/status answers.
@@ -75,6 +83,7 @@ func (s *Service) SetPresence(ctx context.Context, u id.UserID, state string, st
 		return err
 	}
 	r := presenceRecord{Presence: state, LastActive: s.now().UnixMilli()}
+	r.Announced = r.LastActive
 	if cur != nil {
 		r.StatusMsg = cur.StatusMsg
 	}
@@ -94,7 +103,9 @@ func (s *Service) SetPresence(ctx context.Context, u id.UserID, state string, st
 }
 
 // TouchPresence records that a client synced with set_presence=state. It
-// writes only when the state changes or last_active is older than a minute.
+// writes only when the state changes or last_active is older than a minute,
+// and reports the presence to OnPresence when the state changed or, for a
+// user who stays online or unavailable, every reannounceEvery.
 func (s *Service) TouchPresence(ctx context.Context, u id.UserID, state string) error {
 	cur, err := s.getPresence(ctx, u)
 	if err != nil {
@@ -109,17 +120,22 @@ func (s *Service) TouchPresence(ctx context.Context, u id.UserID, state string) 
 	}
 	r := presenceRecord{Presence: state, LastActive: now}
 	if cur != nil {
-		r.StatusMsg = cur.StatusMsg
+		r.StatusMsg, r.Announced = cur.StatusMsg, cur.Announced
 		if state == PresenceOffline {
 			r.LastActive = cur.LastActive // being offline is not activity
 		}
+	}
+	announce := cur == nil || cur.Presence != state ||
+		(state != PresenceOffline && now-cur.Announced >= reannounceEvery.Milliseconds())
+	if announce {
+		r.Announced = now
 	}
 	d, _ := json.Marshal(r)
 	k := presenceKey(u)
 	if err := s.T.Put(ctx, table.Item{PK: k.PK, SK: k.SK, Data: d}, table.Cond{}); err != nil {
 		return err
 	}
-	if cur == nil || cur.Presence != state {
+	if announce {
 		s.presenceChanged(ctx, u)
 	}
 	return nil

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"maunium.net/go/mautrix/id"
+
 	"github.com/cirrus-matrix/cirrus/internal/testtable"
 )
 
@@ -121,5 +123,38 @@ func TestPresence(t *testing.T) {
 				t.Fatalf("offline keeps the status message: %+v", p)
 			}
 		})
+	}
+}
+
+// TestPresenceReannounced: a user who keeps syncing online is reported to
+// OnPresence when the state changes and again every reannounceEvery, not
+// at each refresh of last_active.
+func TestPresenceReannounced(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	start := now
+	var announced []time.Duration
+	s := &Service{T: testtable.Open(t, "bolt"), Now: func() time.Time { return now }}
+	s.OnPresence = func(context.Context, id.UserID) { announced = append(announced, now.Sub(start)) }
+	ctx := context.Background()
+	for now.Sub(start) <= 60*time.Minute {
+		if err := s.TouchPresence(ctx, "@a:x", PresenceOnline); err != nil {
+			t.Fatal(err)
+		}
+		now = now.Add(30 * time.Second)
+	}
+	want := []time.Duration{0, 25 * time.Minute, 50 * time.Minute}
+	if fmt.Sprint(announced) != fmt.Sprint(want) {
+		t.Fatalf("announced at %v, want %v", announced, want)
+	}
+	// Going offline is announced once; staying offline is not repeated.
+	announced = nil
+	for range 3 {
+		now = now.Add(30 * time.Minute)
+		if err := s.TouchPresence(ctx, "@a:x", PresenceOffline); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(announced) != 1 {
+		t.Fatalf("offline announced %d times, want once", len(announced))
 	}
 }
