@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -632,4 +633,69 @@ func TestFederationThirdPartyInvites(t *testing.T) {
 	if m, _ := bf.Rooms.MembershipOf(ctx, bob.UserID, room.RoomID); m != nil {
 		t.Fatalf("an invite was recorded although a refused it: %+v", m)
 	}
+}
+
+// TestFederationBackfillState: events b backfills get the state they had
+// on a (the room's topic then, not the state b first saw): b's /state_ids
+// for an early event matches a's.
+func TestFederationBackfillState(t *testing.T) {
+	fedEngines(t, 2, func(t *testing.T, srv []*testenv.FedServer) {
+		a, b := srv[0], srv[1]
+		ctx := context.Background()
+		alice := fedUser(t, a, "alice")
+		bob := fedUser(t, b, "bob")
+		created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomAliasName: "hist"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		room := created.RoomID
+		ids := map[string]id.EventID{}
+		for _, phase := range []string{"early", "late"} {
+			if _, err := alice.SendStateEvent(ctx, room, event.StateTopic, "", map[string]any{"topic": phase + " topic"}); err != nil {
+				t.Fatal(err)
+			}
+			for i := range 40 {
+				r, err := alice.SendText(ctx, room, fmt.Sprintf("%s %d", phase, i))
+				if err != nil {
+					t.Fatal(err)
+				}
+				ids[fmt.Sprintf("%s %d", phase, i)] = r.EventID
+			}
+		}
+		if _, err := bob.JoinRoom(ctx, "#hist:"+a.Name, nil); err != nil {
+			t.Fatal(err)
+		}
+		if got := paginateAll(t, bob, room, 20); len(got) != 80 {
+			t.Fatalf("bob paginated %d messages", len(got))
+		}
+		stateIDs := func(from, to *testenv.FedServer, ev id.EventID) []id.EventID {
+			t.Helper()
+			resp, err := from.App.Server.Federation().Client.GetStateIDs(ctx, to.Name, room, ev)
+			if err != nil {
+				t.Fatalf("%s asking %s for the state at %s: %v", from.Name, to.Name, ev, err)
+			}
+			out := slices.Clone(resp.PDUs)
+			slices.Sort(out)
+			return out
+		}
+		for _, msg := range []string{"early 3", "early 39", "late 10"} {
+			onA, onB := stateIDs(b, a, ids[msg]), stateIDs(a, b, ids[msg])
+			if !slices.Equal(onA, onB) {
+				var diff []string
+				for _, e := range onA {
+					if !slices.Contains(onB, e) {
+						ev, _ := alice.GetEvent(ctx, room, e)
+						diff = append(diff, fmt.Sprintf("only on a: %s %v", ev.Type.Type, ev.Content.Raw))
+					}
+				}
+				for _, e := range onB {
+					if !slices.Contains(onA, e) {
+						ev, _ := alice.GetEvent(ctx, room, e)
+						diff = append(diff, fmt.Sprintf("only on b: %s %v", ev.Type.Type, ev.Content.Raw))
+					}
+				}
+				t.Errorf("state before %q differs: %s", msg, strings.Join(diff, "; "))
+			}
+		}
+	})
 }

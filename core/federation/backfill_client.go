@@ -125,8 +125,19 @@ func (s *Service) BackfillRoom(ctx context.Context, room id.RoomID, limit int) (
 			s.Log.Info("backfill failed", "room", room, "via", server, "err", err)
 			continue
 		}
+		if len(got) == 0 {
+			continue
+		}
+		// The state before the oldest of them, from the same server: each
+		// event's state follows from it (a failure leaves them the
+		// earliest event's state, as good as this server knows).
+		base, err := s.stateBeforeRemote(fctx, server, rv, room, got[0].EventID)
+		if err != nil {
+			s.Log.Info("backfill: state before the oldest event", "room", room, "via", server, "err", err)
+			base = nil
+		}
 		slices.Reverse(got) // newest first: each goes just below the previous one
-		stored, err := s.Rooms.PersistBackfilled(ctx, room, rv, got)
+		stored, err := s.Rooms.PersistBackfilled(ctx, room, rv, got, base)
 		if err != nil {
 			return len(stored), err
 		}

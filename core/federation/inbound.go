@@ -349,9 +349,30 @@ func (s *Service) stateBefore(ctx context.Context, origin string, rv id.RoomVers
 }
 
 // stateAtRemote asks origin for the state after an event this server
-// lacks: the state before it (/state_ids, fetching unknown events with
-// /state) plus the event itself if it is an accepted state event.
+// lacks: the state before it plus the event itself if it is an accepted
+// state event.
 func (s *Service) stateAtRemote(ctx context.Context, origin string, rv id.RoomVersion, room id.RoomID, eventID id.EventID) (rooms.StateMap, error) {
+	st, err := s.stateBeforeRemote(ctx, origin, rv, room, eventID)
+	if err != nil {
+		return nil, err
+	}
+	ev, err := s.Client.GetEvent(ctx, origin, eventID)
+	if err != nil || len(ev.PDUs) != 1 {
+		return nil, fmt.Errorf("fetching %s: %v", eventID, err)
+	}
+	imported, err := s.importEvents(ctx, rv, room, ev.PDUs)
+	if err != nil {
+		return nil, err
+	}
+	if p := imported[eventID]; p != nil && p.StateKey != nil && !p.InternalMeta.Rejected {
+		st[pdu.StateKey{Type: p.Type, StateKey: *p.StateKey}] = eventID
+	}
+	return st, nil
+}
+
+// stateBeforeRemote asks origin for the state before an event (/state_ids,
+// fetching the events this server lacks with /state).
+func (s *Service) stateBeforeRemote(ctx context.Context, origin string, rv id.RoomVersion, room id.RoomID, eventID id.EventID) (rooms.StateMap, error) {
 	ids, err := s.Client.GetStateIDs(ctx, origin, room, eventID)
 	if err != nil {
 		return nil, err
@@ -370,14 +391,6 @@ func (s *Service) stateAtRemote(ctx context.Context, origin string, rv id.RoomVe
 			return nil, err
 		}
 	}
-	ev, err := s.Client.GetEvent(ctx, origin, eventID)
-	if err != nil || len(ev.PDUs) != 1 {
-		return nil, fmt.Errorf("fetching %s: %v", eventID, err)
-	}
-	imported, err := s.importEvents(ctx, rv, room, ev.PDUs)
-	if err != nil {
-		return nil, err
-	}
 	stEvents, err := s.Rooms.EventsByID(ctx, ids.PDUs)
 	if err != nil {
 		return nil, err
@@ -387,9 +400,6 @@ func (s *Service) stateAtRemote(ctx context.Context, origin string, rv id.RoomVe
 		if se.StateKey != nil && !se.Rejected && se.RoomID == room {
 			st[pdu.StateKey{Type: se.Type, StateKey: *se.StateKey}] = se.EventID
 		}
-	}
-	if p := imported[eventID]; p != nil && p.StateKey != nil && !p.InternalMeta.Rejected {
-		st[pdu.StateKey{Type: p.Type, StateKey: *p.StateKey}] = eventID
 	}
 	return st, nil
 }

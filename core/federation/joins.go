@@ -511,7 +511,17 @@ func (s *Service) joinVia(ctx context.Context, server string, room id.RoomID, u 
 		return "", &httpapi.Error{Status: http.StatusBadGateway, Code: "M_UNKNOWN", Message: server + ": the join does not pass the room's rules: " + authMessage(err)}
 	}
 	history := s.fetchHistory(ctx, server, rv, room, join.PrevEvents)
-	_, err = s.Rooms.CreateJoinedRoom(ctx, rooms.JoinedRoom{RoomID: room, RoomVersion: rv, State: state, Join: join, JoinID: eid, History: history})
+	var historyBase rooms.StateMap
+	if len(history) > 0 {
+		// The history's own state (as at the oldest of it), so its events
+		// are not judged by the state at the join.
+		if historyBase, err = s.stateBeforeRemote(ctx, server, rv, room, history[0].EventID); err != nil {
+			s.Log.Info("join: state before the history", "room", room, "via", server, "err", err)
+			historyBase = nil
+		}
+	}
+	_, err = s.Rooms.CreateJoinedRoom(ctx, rooms.JoinedRoom{RoomID: room, RoomVersion: rv, State: state, Join: join, JoinID: eid,
+		History: history, HistoryBase: historyBase})
 	if errors.Is(err, rooms.ErrRoomExists) {
 		// We hold a copy already (a stale one, or another local user joined
 		// at the same moment): the join's state from the resident replaces it.

@@ -13,7 +13,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
+	"slices"
 
+	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/cirrus-matrix/cirrus/core/table"
@@ -54,20 +57,29 @@ func (s *Service) InTimeline(ctx context.Context, ids []id.EventID) (map[id.Even
 
 // PersistBackfilled stores events older than the room's earliest timeline
 // event, given newest first (each already checked by federation): each gets
-// the sequence just below the current earliest one. Their state is taken to
-// be the state before the earliest event (the oldest state this server
-// knows). Events already in the timeline are skipped. It returns the events
+// the sequence just below the current earliest one. base is the state
+// before the oldest of them (from the server they came from): each event's
+// state is base plus the state events of the batch older than it, which is
+// exact for a linear history. Without base (nil) their state is taken to
+// be the state before the earliest event, the oldest state this server
+// knows. Events already in the timeline are skipped. It returns the events
 // stored, newest first.
-func (s *Service) PersistBackfilled(ctx context.Context, r id.RoomID, rv id.RoomVersion, evs []Outlier) ([]*Event, error) {
+func (s *Service) PersistBackfilled(ctx context.Context, r id.RoomID, rv id.RoomVersion, evs []Outlier, base StateMap) ([]*Event, error) {
+	oldestFirst := slices.Clone(evs)
+	slices.Reverse(oldestFirst)
+	states, err := s.historyStates(ctx, oldestFirst, base)
+	if err != nil {
+		return nil, err
+	}
 	var out []*Event
-	for _, o := range evs {
+	for i, o := range evs {
 		raw, err := storedPDU(o.PDU)
 		if err != nil {
 			continue
 		}
 		var stored *Event
 		for attempt := 0; attempt < maxAttempts && stored == nil; attempt++ {
-			ev, done, err := s.tryBackfillOne(ctx, r, rv, o.EventID, raw)
+			ev, done, err := s.tryBackfillOne(ctx, r, rv, o.EventID, raw, states(len(evs)-1-i))
 			if err == errRetry {
 				backoff(attempt)
 				continue
@@ -87,9 +99,69 @@ func (s *Service) PersistBackfilled(ctx context.Context, r id.RoomID, rv id.Room
 	return out, nil
 }
 
+// historyStates writes the state group of base (the state before the
+// oldest of evs, given oldest first) and returns, for the event at index
+// i, its state group parent and state: base plus the accepted state
+// events of evs older than it, exact for a linear history. Without base
+// it returns a function answering nil (the events then take the state the
+// caller has for them).
+func (s *Service) historyStates(ctx context.Context, evs []Outlier, base StateMap) (func(i int) *backfillState, error) {
+	if base == nil || len(evs) == 0 {
+		return func(int) *backfillState { return nil }, nil
+	}
+	// One snapshot of base; the events' groups are deltas over it (state
+	// only grows or is replaced going forward, so they stay deltas).
+	g, ops, err := s.groupFromState(ctx, "sg:k:"+string(evs[0].EventID), "", base)
+	if err != nil {
+		return nil, err
+	}
+	for chunk := range slices.Chunk(ops, table.MaxTxItems) {
+		if err := s.T.Transact(ctx, chunk); err != nil {
+			return nil, err
+		}
+	}
+	// changes[i]: the state events older than evs[i] in the batch.
+	changes := make([]map[pdu.StateKey]id.EventID, len(evs))
+	cum := map[pdu.StateKey]id.EventID{}
+	for i, o := range evs {
+		changes[i] = maps.Clone(cum)
+		if p := o.PDU; p.StateKey != nil && !o.Rejected {
+			cum[pdu.StateKey{Type: p.Type, StateKey: *p.StateKey}] = o.EventID
+		}
+	}
+	return func(i int) *backfillState {
+		if len(changes[i]) == 0 {
+			return &backfillState{base: g} // base itself: no map to build
+		}
+		st := maps.Clone(base)
+		maps.Copy(st, changes[i])
+		return &backfillState{base: g, state: st}
+	}, nil
+}
+
+// historyGroup returns the state group for one history event's state (st
+// nil: fallback, with no operations).
+func (s *Service) historyGroup(ctx context.Context, eid id.EventID, st *backfillState, fallback string) (string, []table.Op, error) {
+	switch {
+	case st == nil:
+		return fallback, nil, nil
+	case st.state == nil:
+		return st.base, nil, nil
+	}
+	return s.groupFromState(ctx, "sg:k:"+string(eid), st.base, st.state)
+}
+
+// backfillState is the state before one history event: the full state, to
+// be stored as a group over base (nil: base itself).
+type backfillState struct {
+	base  string
+	state StateMap
+}
+
 // tryBackfillOne places one event below the earliest. done without an
-// event means there is nothing to do for it.
-func (s *Service) tryBackfillOne(ctx context.Context, r id.RoomID, rv id.RoomVersion, eid id.EventID, raw []byte) (*Event, bool, error) {
+// event means there is nothing to do for it. st, if set, is the event's
+// state (else it takes the earliest event's).
+func (s *Service) tryBackfillOne(ctx context.Context, r id.RoomID, rv id.RoomVersion, eid id.EventID, raw []byte, st *backfillState) (*Event, bool, error) {
 	cond, ver := table.IfNotExists(), int64(1)
 	it, err := s.T.Get(ctx, eventKey(eid))
 	switch {
@@ -116,14 +188,18 @@ func (s *Service) tryBackfillOne(ctx context.Context, r id.RoomID, rv id.RoomVer
 	if err := ev.parse(); err != nil {
 		return nil, true, nil
 	}
+	var gops []table.Op
+	if ev.StateBefore, gops, err = s.historyGroup(ctx, eid, st, first.StateBefore); err != nil {
+		return nil, false, err
+	}
 	d, _ := json.Marshal(ev)
 	ek := eventKey(eid)
 	pk := roomPK(r)
-	ops := []table.Op{
+	ops := append([]table.Op{
 		table.Put(table.Item{PK: ek.PK, SK: ek.SK, Data: d, Version: ver}, cond),
 		table.Put(table.Item{PK: pk, SK: seqSK(ev.Seq), Data: []byte(eid)}, table.IfNotExists()),
 		table.Put(table.Item{PK: pk, SK: tsSK(ev.OriginServerTS, ev.Seq), Data: []byte(eid), Num: ev.Seq}, table.Cond{}),
-	}
+	}, gops...)
 	if rel := relationOf(ev); rel != nil && rel.RelType != "m.thread" && !s.otherRoom(ctx, rel.Parent, r) {
 		rd, _ := json.Marshal(rel)
 		ops = append(ops, table.Put(table.Item{PK: relPK(rel.Parent), SK: rel.sortKey(ev.Seq, eid), Data: rd}, table.IfNotExists()))

@@ -728,8 +728,11 @@ type JoinedRoom struct {
 	Join        *pdu.PDU
 	JoinID      id.EventID
 	// History is older events, oldest first; they get timeline positions
-	// before the join (their state is taken to be the join's).
-	History []Outlier
+	// before the join. HistoryBase is the state before the oldest of them:
+	// each takes it plus the history's state events before it (nil: their
+	// state is taken to be the join's).
+	History     []Outlier
+	HistoryBase StateMap
 }
 
 // ErrRoomExists is returned by CreateJoinedRoom when the room's head was
@@ -788,15 +791,24 @@ func (s *Service) CreateJoinedRoom(ctx context.Context, jr JoinedRoom) (*Event, 
 	// not exist yet.
 	var persisted []*Event
 	seq := JoinedSeqBase // the sequences below are for backfill (backfill.go)
-	for _, o := range jr.History {
+	states, err := s.historyStates(ctx, jr.History, jr.HistoryBase)
+	if err != nil {
+		return nil, err
+	}
+	for i, o := range jr.History {
 		raw, err := storedPDU(o.PDU)
 		if err != nil {
 			continue
 		}
-		ev := &Event{RoomID: jr.RoomID, RoomVersion: jr.RoomVersion, EventID: o.EventID, PDU: raw, Seq: seq + 1, StateBefore: before}
+		ev := &Event{RoomID: jr.RoomID, RoomVersion: jr.RoomVersion, EventID: o.EventID, PDU: raw, Seq: seq + 1}
 		if ev.parse() != nil {
 			continue
 		}
+		g, gops, err := s.historyGroup(ctx, o.EventID, states(i), before)
+		if err != nil {
+			return nil, err
+		}
+		ev.StateBefore = g
 		cond, ver := table.IfNotExists(), int64(1)
 		if it, err := s.T.Get(ctx, eventKey(o.EventID)); err == nil {
 			old, err := decodeEvent(it)
@@ -813,12 +825,12 @@ func (s *Service) CreateJoinedRoom(ctx context.Context, jr JoinedRoom) (*Event, 
 		d, _ := json.Marshal(ev)
 		ek := eventKey(ev.EventID)
 		entry, _ := json.Marshal(StreamEntry{RoomID: ev.RoomID, EventID: ev.EventID, Type: ev.Type, StateKey: ev.StateKey, Sender: ev.Sender})
-		err = s.T.Transact(ctx, []table.Op{
+		err = s.T.Transact(ctx, append([]table.Op{
 			table.Check(headKey(jr.RoomID), table.IfNotExists()),
 			table.Put(table.Item{PK: ek.PK, SK: ek.SK, Data: d, Version: ver}, cond),
 			table.Put(table.Item{PK: roomPK(ev.RoomID), SK: seqSK(ev.Seq), Data: []byte(ev.EventID), Num: ev.Pos}, table.IfNotExists()),
 			s.Events.ClaimOp(pos, entry),
-		})
+		}, gops...))
 		if err != nil {
 			_ = s.Events.Void(ctx, pos)
 			var txe *table.TxError
