@@ -83,14 +83,22 @@ func (s *Service) ProcessPDUs(ctx context.Context, origin string, raws []json.Ra
 	var todo []parsed
 	for _, raw := range raws {
 		var peek struct {
-			RoomID id.RoomID `json:"room_id"`
+			RoomID  id.RoomID  `json:"room_id"`
+			EventID id.EventID `json:"event_id"`
 		}
 		_ = json.Unmarshal(raw, &peek)
 		rv, err := s.Rooms.RoomVersion(ctx, peek.RoomID)
 		if err != nil {
-			// Unknown room (or not a PDU): name it by the id it would have in
-			// a current room version.
-			if _, eid, perr := parseEvent(rooms.DefaultVersion, raw); perr == nil {
+			// Unknown room (or not a PDU): name it by the id it carries
+			// (room versions 1 and 2) or else would have in a current room
+			// version.
+			eid := peek.EventID
+			if eid == "" {
+				if _, computed, perr := parseEvent(rooms.DefaultVersion, raw); perr == nil {
+					eid = computed
+				}
+			}
+			if eid != "" {
 				results[eid] = pduResult{Error: "unknown room " + string(peek.RoomID)}
 			}
 			continue

@@ -1,7 +1,9 @@
 package federation
 
 import (
+	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,5 +54,18 @@ func TestAddSignature(t *testing.T) {
 	_ = json.Unmarshal(co, &sigs)
 	if len(sigs.Signatures) != 2 {
 		t.Fatalf("signatures %v", sigs.Signatures)
+	}
+}
+
+func TestProcessPDUsUnknownRoom(t *testing.T) {
+	s, _ := testService(t)
+	// A room version 1 event carries its id: the answer names it by that
+	// id, not by a hash computed as for a current room version.
+	v1 := json.RawMessage(`{"event_id":"$abc:elsewhere.example","room_id":"!unknown:elsewhere.example","type":"m.room.message",` +
+		`"sender":"@a:elsewhere.example","content":{},"depth":3,"origin_server_ts":1,"prev_events":[],"auth_events":[],"hashes":{"sha256":"x"},"signatures":{}}`)
+	got := s.ProcessPDUs(context.Background(), "elsewhere.example", []json.RawMessage{v1})
+	r, ok := got["$abc:elsewhere.example"]
+	if len(got) != 1 || !ok || !strings.Contains(r.Error, "unknown room") {
+		t.Fatalf("results %v, want an unknown-room error for $abc:elsewhere.example", got)
 	}
 }
