@@ -296,7 +296,7 @@ func (s *Service) pending(ctx context.Context, name string) (*pendingTxn, int64,
 		if err != nil {
 			return nil, 0, err
 		}
-		eph, err := s.liveEphemeral(ctx, name)
+		eph, err := outbox.Live(ctx, s.T, asPK(name), ephPrefix, MaxEphemeralPerTxn)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -347,7 +347,7 @@ func (s *Service) send(ctx context.Context, reg *Registration, t *pendingTxn) er
 	if err != nil {
 		return err
 	}
-	eph, err := s.ephemeralContents(ctx, reg.ID, t.EphSKs)
+	eph, err := outbox.Contents(ctx, s.T, asPK(reg.ID), t.EphSKs)
 	if err != nil {
 		return err
 	}

@@ -153,26 +153,6 @@ func (sn *Sender) enqueueEDU(ctx context.Context, dests []string, typ string, ra
 	return sn.Q.Send(ctx, msgs...)
 }
 
-// eduContents reads a transaction's EDUs (those that expired are gone).
-func (sn *Sender) eduContents(ctx context.Context, dest string, sks []string) ([]json.RawMessage, error) {
-	if len(sks) == 0 {
-		return nil, nil
-	}
-	keys := make([]table.Key, len(sks))
-	for i, sk := range sks {
-		keys[i] = table.Key{PK: destPK(dest), SK: sk}
-	}
-	items, err := sn.Fed.T.GetMany(ctx, keys)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]json.RawMessage, 0, len(items))
-	for _, it := range items {
-		out = append(out, json.RawMessage(it.Data))
-	}
-	return out, nil
-}
-
 func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)

@@ -233,7 +233,7 @@ func (sn *Sender) pending(ctx context.Context, dest string) (*pendingTxn, int64,
 		if err != nil {
 			return nil, 0, err
 		}
-		edus, err := sn.liveEDUs(ctx, dest)
+		edus, err := outbox.Live(ctx, sn.Fed.T, destPK(dest), eduPrefix, MaxEDUsPerTxn)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -270,26 +270,6 @@ func (sn *Sender) pending(ctx context.Context, dest string) (*pendingTxn, int64,
 	return nil, 0, errors.New("federation: could not form a transaction")
 }
 
-// liveEDUs reads up to MaxEDUsPerTxn of a destination's EDU outbox items.
-// Expired typing items are hidden by the table but still count against a
-// page's limit until the store deletes them, so a page may come back short
-// or empty with more behind it: read on until enough or the end.
-func (sn *Sender) liveEDUs(ctx context.Context, dest string) ([]table.Item, error) {
-	q := table.Query{PK: destPK(dest), Prefix: eduPrefix, Limit: MaxEDUsPerTxn}
-	var out []table.Item
-	for {
-		page, err := sn.Fed.T.Query(ctx, q)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, page.Items...)
-		if len(out) >= MaxEDUsPerTxn || page.Next == "" {
-			return out[:min(len(out), MaxEDUsPerTxn)], nil
-		}
-		q.Cursor, q.Limit = page.Next, MaxEDUsPerTxn-len(out)
-	}
-}
-
 // send delivers one transaction.
 func (sn *Sender) send(ctx context.Context, dest string, t *pendingTxn) error {
 	evs, err := sn.Fed.Rooms.EventsByID(ctx, t.Events)
@@ -300,7 +280,7 @@ func (sn *Sender) send(ctx context.Context, dest string, t *pendingTxn) error {
 	for _, ev := range evs {
 		pdus = append(pdus, ev.PDU)
 	}
-	edus, err := sn.eduContents(ctx, dest, t.EDUSKs)
+	edus, err := outbox.Contents(ctx, sn.Fed.T, destPK(dest), t.EDUSKs)
 	if err != nil {
 		return err
 	}

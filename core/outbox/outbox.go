@@ -281,3 +281,45 @@ func Complete(ctx context.Context, t table.Table, pk string, sks []string, ver i
 	}
 	return nil
 }
+
+// Live reads up to limit outbox items of a party under prefix. Expired
+// items (typing notices, say) are hidden by the table but still count
+// against a page's limit until the store deletes them, so a page may come
+// back short or empty with more behind it: it reads on until enough or
+// the end.
+func Live(ctx context.Context, t table.Table, pk, prefix string, limit int) ([]table.Item, error) {
+	q := table.Query{PK: pk, Prefix: prefix, Limit: limit}
+	var out []table.Item
+	for {
+		page, err := t.Query(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, page.Items...)
+		if len(out) >= limit || page.Next == "" {
+			return out[:min(len(out), limit)], nil
+		}
+		q.Cursor, q.Limit = page.Next, limit-len(out)
+	}
+}
+
+// Contents reads the data of a transaction's outbox items that are still
+// live, in order (the ones that expired since it was formed drop out).
+func Contents(ctx context.Context, t table.Table, pk string, sks []string) ([]json.RawMessage, error) {
+	if len(sks) == 0 {
+		return nil, nil
+	}
+	keys := make([]table.Key, len(sks))
+	for i, sk := range sks {
+		keys[i] = table.Key{PK: pk, SK: sk}
+	}
+	items, err := t.GetMany(ctx, keys)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]json.RawMessage, len(items))
+	for i, it := range items {
+		out[i] = it.Data
+	}
+	return out, nil
+}
