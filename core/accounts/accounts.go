@@ -249,7 +249,9 @@ func (s *Service) CreateAccount(ctx context.Context, na NewAccount) (*Session, e
 	if name == "" {
 		name = u.Localpart()
 	}
-	ops = append(ops, table.Put(profileItem(u, Profile{FieldDisplayName: mustJSON(name)}, 1), table.Cond{}))
+	prof := Profile{FieldDisplayName: mustJSON(name)}
+	ops = append(ops, table.Put(profileItem(u, prof, 1), table.Cond{}))
+	ops = append(ops, directoryOps(u, nil, false, prof, true)...) // directory.go
 	var sess *Session
 	if !na.InhibitLogin {
 		var devOps []table.Op
@@ -761,10 +763,15 @@ func (s *Service) SetPassword(ctx context.Context, u id.UserID, password string)
 }
 
 // Deactivate marks the account deactivated: it can no longer log in, and
-// its name stays taken. Callers revoke the devices separately.
+// its name stays taken; it leaves the user directory. Callers revoke the
+// devices separately.
 func (s *Service) Deactivate(ctx context.Context, u id.UserID) error {
-	return s.updateAccount(ctx, u, func(a *Account) error {
+	err := s.updateAccount(ctx, u, func(a *Account) error {
 		a.Deactivated = true
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	return s.dropDirectory(ctx, u)
 }

@@ -104,23 +104,17 @@ func (s *Service) GetProfile(ctx context.Context, u id.UserID) (*UserProfile, er
 // UpdateProfile applies change to the user's profile with a conditional
 // write (re-reading and retrying when another writer got there first) and
 // returns the profile as written. A result over MaxProfileBytes is
-// M_PROFILE_TOO_LARGE; errors from change are returned as they are.
+// M_PROFILE_TOO_LARGE; errors from change are returned as they are. The
+// user's directory entries (directory.go) change in the same transaction.
 func (s *Service) UpdateProfile(ctx context.Context, u id.UserID, change func(Profile) error) (Profile, error) {
 	for range maxAttempts {
-		p := Profile{}
-		cond, version := table.IfNotExists(), int64(1)
-		it, err := s.T.Get(ctx, profileKey(u))
-		switch {
-		case err == nil:
-			if err := json.Unmarshal(it.Data, &p); err != nil {
-				return nil, fmt.Errorf("profile %s: %w", u, err)
-			}
-			if p == nil {
-				p = Profile{}
-			}
-			cond, version = table.IfVersion(it.Version), it.Version+1
-		case !errors.Is(err, table.ErrNotFound):
+		a, av, old, pv, err := readAccountProfile(ctx, s.T, u)
+		if err != nil {
 			return nil, err
+		}
+		p := Profile{}
+		for k, v := range old {
+			p[k] = v
 		}
 		if err := change(p); err != nil {
 			return nil, err
@@ -128,7 +122,9 @@ func (s *Service) UpdateProfile(ctx context.Context, u id.UserID, change func(Pr
 		if p.Size() > MaxProfileBytes {
 			return nil, ProfileTooLarge()
 		}
-		err = s.T.Put(ctx, profileItem(u, p, version), cond)
+		ops := []table.Op{table.Put(profileItem(u, p, pv+1), profileCond(pv)), accountCheck(u, a, av)}
+		ops = append(ops, directoryOps(u, old, true, p, listed(a))...)
+		err = s.T.Transact(ctx, ops)
 		if errors.Is(err, table.ErrConditionFailed) {
 			continue
 		}
@@ -140,7 +136,24 @@ func (s *Service) UpdateProfile(ctx context.Context, u id.UserID, change func(Pr
 	return nil, table.ErrConflict
 }
 
-// DeleteProfile erases the user's whole profile.
+// DeleteProfile erases the user's whole profile (and, with it, the display
+// name and avatar of the user's directory entries).
 func (s *Service) DeleteProfile(ctx context.Context, u id.UserID) error {
-	return s.T.Delete(ctx, profileKey(u), table.Cond{})
+	for range maxAttempts {
+		a, av, old, pv, err := readAccountProfile(ctx, s.T, u)
+		if err != nil {
+			return err
+		}
+		if pv == 0 {
+			return nil
+		}
+		ops := []table.Op{table.Delete(profileKey(u), table.IfVersion(pv)), accountCheck(u, a, av)}
+		ops = append(ops, directoryOps(u, old, true, Profile{}, listed(a))...)
+		err = s.T.Transact(ctx, ops)
+		if errors.Is(err, table.ErrConditionFailed) {
+			continue
+		}
+		return err
+	}
+	return table.ErrConflict
 }

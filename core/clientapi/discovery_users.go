@@ -6,9 +6,7 @@ import (
 	"sort"
 	"strings"
 	"time"
-	"unicode"
 
-	"golang.org/x/text/unicode/norm"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/cirrus-matrix/cirrus/core/accounts"
@@ -31,6 +29,10 @@ type DiscoveryConfig struct {
 	// PolicyServerKeys are the public keys (algorithm → unpadded base64)
 	// /.well-known/matrix/policy_server publishes (empty: 404).
 	PolicyServerKeys map[string]string
+	// SearchAllUsers makes every local account findable in the user
+	// directory (Synapse's user_directory.search_all_users), not only the
+	// users who share a room with the searcher or are in public rooms.
+	SearchAllUsers bool
 }
 
 // SupportContact is one entry of /.well-known/matrix/support's contacts.
@@ -68,10 +70,13 @@ func (a *DiscoveryAPI) now() time.Time {
 	return a.Now()
 }
 
-// Directory search limits.
+// Directory search limits. directoryMaxIndexRead bounds the entries of the
+// all-users index one search reads (a one-letter term on a large server):
+// past it the answer is limited to what was read.
 const (
 	directoryDefaultLimit = 10
 	directoryMaxLimit     = 100
+	directoryMaxIndexRead = 5000
 )
 
 // directoryUser is one result of a user directory search.
@@ -79,20 +84,28 @@ type directoryUser struct {
 	UserID      id.UserID `json:"user_id"`
 	DisplayName string    `json:"display_name,omitempty"`
 	AvatarURL   string    `json:"avatar_url,omitempty"`
-	words       []string
+	// shared: the user is in a room the searcher is joined to.
+	shared bool
 }
 
 // SearchUserDirectory serves POST /_matrix/client/v3/user_directory/search.
 //
-// The directory is computed per request rather than kept as an index: the
-// candidates are the joined members of the rooms the searcher is joined to
-// and of the rooms published in the room directory (users who share a room
-// with the searcher or are in public rooms, as the spec suggests). That
-// costs one membership query, one index query, and one state query plus one
-// batch read of member events per room — fine for a small community server
-// (tens of rooms, hundreds of members), linear in rooms × members beyond.
+// The candidates are the joined members of the rooms the searcher is joined
+// to and of the rooms published in the room directory (users who share a
+// room with the searcher or are in public rooms, as the spec suggests),
+// computed per request: one membership query, one index query, and one
+// state query plus one batch read of member events per room — fine for a
+// small community server (tens of rooms, hundreds of members), linear in
+// rooms × members beyond. With DiscoveryConfig.SearchAllUsers, every local
+// account (but the searcher) is a candidate too, found through the user
+// directory index the accounts keep current (accounts.SearchDirectory), with
+// its global display name and avatar.
+//
 // Matching is case- and accent-insensitive: every word of the search term
-// must start a word of the user's ID or display name.
+// must start a word of the user's ID or display name. Users sharing a room
+// with the searcher come first, then by display name. Like Synapse, the
+// users of application services' exclusive namespaces and their senders are
+// left out.
 func (a *DiscoveryAPI) SearchUserDirectory(r *httpapi.Request) (any, error) {
 	var req struct {
 		SearchTerm *string `json:"search_term"`
@@ -111,32 +124,75 @@ func (a *DiscoveryAPI) SearchUserDirectory(r *httpapi.Request) (any, error) {
 		}
 		limit = min(*req.Limit, directoryMaxLimit)
 	}
+	ctx, searcher := r.Ctx(), r.Caller.UserID
 	terms := foldWords(*req.SearchTerm)
-	users, err := a.directoryCandidates(r.Ctx(), r.Caller.UserID)
+	users, err := a.directoryCandidates(ctx, searcher)
 	if err != nil {
 		return nil, err
 	}
-	var matches []*directoryUser
+	matched := map[id.UserID]*directoryUser{}
 	for _, u := range users {
-		if matchesAll(terms, u.words) {
-			matches = append(matches, u)
+		if !a.hiddenFromDirectory(u.UserID) && matchesAll(terms, userWords(u)) {
+			matched[u.UserID] = u
 		}
 	}
+	truncated := false
+	if a.Cfg.SearchAllUsers {
+		found, more, err := a.Accounts.SearchDirectory(ctx, terms, directoryMaxIndexRead)
+		if err != nil {
+			return nil, err
+		}
+		truncated = more
+		for _, e := range found {
+			if a.hiddenFromDirectory(e.UserID) {
+				continue
+			}
+			// One result per user: the global profile wins over a room's
+			// member event, and the rooms tell whether the user shares
+			// one with the searcher.
+			du := &directoryUser{UserID: e.UserID, DisplayName: e.DisplayName, AvatarURL: e.AvatarURL}
+			if ru, ok := users[e.UserID]; ok {
+				du.shared = ru.shared
+			}
+			matched[e.UserID] = du
+		}
+		// As in Synapse, searching all users never finds oneself.
+		delete(matched, searcher)
+	}
+	matches := make([]*directoryUser, 0, len(matched))
+	for _, u := range matched {
+		matches = append(matches, u)
+	}
 	sort.Slice(matches, func(i, j int) bool {
+		if matches[i].shared != matches[j].shared {
+			return matches[i].shared
+		}
 		ki, kj := sortName(matches[i]), sortName(matches[j])
 		if ki != kj {
 			return ki < kj
 		}
 		return matches[i].UserID < matches[j].UserID
 	})
-	limited := int64(len(matches)) > limit
-	if limited {
+	limited := truncated || int64(len(matches)) > limit
+	if int64(len(matches)) > limit {
 		matches = matches[:limit]
 	}
-	if matches == nil {
-		matches = []*directoryUser{}
-	}
 	return map[string]any{"results": matches, "limited": limited}, nil
+}
+
+// userWords are the words a search term is matched against.
+func userWords(u *directoryUser) []string {
+	return append(foldWords(string(u.UserID)), foldWords(u.DisplayName)...)
+}
+
+// hiddenFromDirectory reports whether u is a local user Synapse keeps out of
+// the directory: an application service's sender or a user in one of its
+// exclusive namespaces (ghosts of bridged networks).
+func (a *DiscoveryAPI) hiddenFromDirectory(u id.UserID) bool {
+	if a.AppServices == nil || a.AppServices.Registry == nil || u.Homeserver() != a.ServerName {
+		return false
+	}
+	return a.AppServices.Registry.ExclusiveUser(u) != nil
 }
 
 func sortName(u *directoryUser) string {
@@ -146,9 +202,9 @@ func sortName(u *directoryUser) string {
 	return strings.Join(foldWords(string(u.UserID)), " ")
 }
 
-// directoryCandidates gathers the users the searcher may find.
+// directoryCandidates gathers the users the searcher may find through rooms.
 func (a *DiscoveryAPI) directoryCandidates(ctx context.Context, searcher id.UserID) (map[id.UserID]*directoryUser, error) {
-	roomSet := map[id.RoomID]bool{}
+	roomSet := map[id.RoomID]bool{} // room → the searcher is joined
 	mine, err := a.Rooms.UserRooms(ctx, searcher)
 	if err != nil {
 		return nil, err
@@ -163,10 +219,12 @@ func (a *DiscoveryAPI) directoryCandidates(ctx context.Context, searcher id.User
 		return nil, err
 	}
 	for _, rid := range public {
-		roomSet[rid] = true
+		if !roomSet[rid] {
+			roomSet[rid] = false
+		}
 	}
 	out := map[id.UserID]*directoryUser{}
-	for rid := range roomSet {
+	for rid, joined := range roomSet {
 		members, err := a.Rooms.CurrentState(ctx, rid, "m.room.member")
 		if err != nil {
 			return nil, err
@@ -176,7 +234,8 @@ func (a *DiscoveryAPI) directoryCandidates(ctx context.Context, searcher id.User
 				continue
 			}
 			u := id.UserID(*ev.StateKey)
-			if _, ok := out[u]; ok {
+			if du, ok := out[u]; ok {
+				du.shared = du.shared || joined
 				continue
 			}
 			var c struct {
@@ -184,9 +243,7 @@ func (a *DiscoveryAPI) directoryCandidates(ctx context.Context, searcher id.User
 				AvatarURL   string `json:"avatar_url"`
 			}
 			_ = json.Unmarshal(ev.Content, &c)
-			du := &directoryUser{UserID: u, DisplayName: c.DisplayName, AvatarURL: c.AvatarURL}
-			du.words = append(foldWords(string(u)), foldWords(c.DisplayName)...)
-			out[u] = du
+			out[u] = &directoryUser{UserID: u, DisplayName: c.DisplayName, AvatarURL: c.AvatarURL, shared: joined}
 		}
 	}
 	return out, nil
@@ -211,32 +268,9 @@ func (a *DiscoveryAPI) publicRoomIDs(ctx context.Context) ([]id.RoomID, error) {
 	}
 }
 
-// foldWords lowercases s, strips its accents and splits it into words of
-// letters and digits.
-func foldWords(s string) []string {
-	var b strings.Builder
-	for _, r := range norm.NFD.String(s) {
-		if unicode.Is(unicode.Mn, r) {
-			continue
-		}
-		b.WriteRune(unicode.ToLower(r))
-	}
-	return strings.FieldsFunc(b.String(), func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) })
-}
-
-// matchesAll reports whether every term begins one of words.
-func matchesAll(terms, words []string) bool {
-	for _, t := range terms {
-		found := false
-		for _, w := range words {
-			if strings.HasPrefix(w, t) {
-				found = true
-				break
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
-}
+// foldWords and matchesAll are the directory's matching rules, shared
+// with the all-users index so that both modes find the same users.
+var (
+	foldWords  = accounts.FoldWords
+	matchesAll = accounts.MatchesAll
+)

@@ -28,6 +28,7 @@ type Step struct {
 var Steps = []Step{
 	{To: 1, Name: "initial format: accounts, devices, tokens, UIA sessions", Run: func(context.Context, table.Table) error { return nil }},
 	{To: 2, Name: "fan-out worker: cursor at the event stream head", Run: fanout.StartAtHead},
+	{To: 3, Name: "user directory: index every local account", Run: BackfillUserDirectory},
 }
 
 // Current is the format this release writes.

@@ -13,7 +13,8 @@ import (
 	"github.com/cirrus-matrix/cirrus/core/clientapi"
 )
 
-// loadDiscovery reads the support contacts and the TURN settings.
+// loadDiscovery reads the support contacts, the TURN settings and the user
+// directory's scope (CIRRUS_USER_DIRECTORY_SEARCH_ALL_USERS).
 //
 // CIRRUS_SUPPORT_CONTACTS is a comma-separated list of role=address, the
 // address a Matrix user ID or an email address; a bare address has the role
@@ -72,6 +73,9 @@ func loadDiscovery(get Getenv, c *Config) error {
 		return fmt.Errorf("CIRRUS_TURN_TTL=%q must be at least 1m", get("CIRRUS_TURN_TTL"))
 	}
 	d.TurnTTL = ttl
+	if d.SearchAllUsers, err = boolVar(get, "CIRRUS_USER_DIRECTORY_SEARCH_ALL_USERS", false); err != nil {
+		return err
+	}
 	return loadPolicyServer(get, d)
 }
 

@@ -41,6 +41,9 @@ func TestDiscoverySettings(t *testing.T) {
 		{name: "secret without turn", env: map[string]string{"CIRRUS_TURN_SHARED_SECRET": "s"}, wantErr: "CIRRUS_TURN_URIS"},
 		{name: "turn uri scheme", env: map[string]string{"CIRRUS_TURN_URIS": "http://t.example.org", "CIRRUS_TURN_SHARED_SECRET": "s"}, wantErr: "CIRRUS_TURN_URIS"},
 		{name: "ttl too short", env: map[string]string{"CIRRUS_TURN_TTL": "10s"}, wantErr: "CIRRUS_TURN_TTL"},
+		{name: "search all users", env: map[string]string{"CIRRUS_USER_DIRECTORY_SEARCH_ALL_USERS": "true"},
+			want: clientapi.DiscoveryConfig{TurnTTL: 24 * time.Hour, SearchAllUsers: true}},
+		{name: "search all users not a bool", env: map[string]string{"CIRRUS_USER_DIRECTORY_SEARCH_ALL_USERS": "everyone"}, wantErr: "CIRRUS_USER_DIRECTORY_SEARCH_ALL_USERS"},
 		{name: "ttl not a duration", env: map[string]string{"CIRRUS_TURN_TTL": "a day"}, wantErr: "CIRRUS_TURN_TTL"},
 	}
 	for _, tc := range cases {
