@@ -773,5 +773,5 @@ func (s *Service) Deactivate(ctx context.Context, u id.UserID) error {
 	if err != nil {
 		return err
 	}
-	return s.dropDirectory(ctx, u)
+	return s.reindexDirectory(ctx, u)
 }

@@ -124,8 +124,9 @@ func dirWordKey(u id.UserID, w string) table.Key {
 	return table.Key{PK: userPK(u), SK: dirWordSKPrefix + w}
 }
 
-// listed reports whether an account belongs in the directory.
-func listed(a *Account) bool { return a != nil && !a.Deactivated }
+// listed reports whether an account belongs in the directory: not
+// deactivated, and not locked (as Synapse hides locked users by default).
+func listed(a *Account) bool { return a != nil && !a.Deactivated && !a.Locked }
 
 // directoryOps returns the unconditional writes that move u's entries from
 // those of profile old (if wasListed) to those of profile p (if isListed).
@@ -230,8 +231,9 @@ func IndexDirectoryUser(ctx context.Context, t table.Table, u id.UserID) error {
 	return table.ErrConflict
 }
 
-// dropDirectory removes u's entries (after a deactivation).
-func (s *Service) dropDirectory(ctx context.Context, u id.UserID) error {
+// reindexDirectory brings u's entries in line with the account (after a
+// deactivation, or a lock or unlock).
+func (s *Service) reindexDirectory(ctx context.Context, u id.UserID) error {
 	return IndexDirectoryUser(ctx, s.T, u)
 }
 

@@ -141,6 +141,16 @@ func TestDirectoryIndexFollowsAccountsAndProfiles(t *testing.T) {
 			dirSearch(t, s, "robert", nil)
 			dirSearch(t, s, "bob", []string{"bob_smith="})
 
+			// Locked users are not listed while locked.
+			if err := s.SetLocked(ctx, alice, true); err != nil {
+				t.Fatal(err)
+			}
+			dirSearch(t, s, "alice", nil)
+			if err := s.SetLocked(ctx, alice, false); err != nil {
+				t.Fatal(err)
+			}
+			dirSearch(t, s, "alice", []string{"alice=alice"})
+
 			// Deactivated users disappear, entries and all.
 			if err := s.Deactivate(ctx, alice); err != nil {
 				t.Fatal(err)

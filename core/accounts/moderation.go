@@ -95,7 +95,7 @@ func (s *Service) setFlags(ctx context.Context, u id.UserID, change func(*modera
 			return err
 		}
 	}
-	return nil
+	return s.reindexDirectory(ctx, u) // locked users are not listed
 }
 
 // setTokenFlags copies the flags into one token record (gone: nothing to do).
