@@ -24,6 +24,9 @@ type countingTable struct {
 	adds, puts, txs, txFails atomic.Int64
 }
 
+// Unwrap lets the stream find the engine's table.Sequencer.
+func (c *countingTable) Unwrap() table.Table { return c.Table }
+
 func (c *countingTable) Add(ctx context.Context, k table.Key, d int64) (int64, error) {
 	c.adds.Add(1)
 	return c.Table.Add(ctx, k, d)

@@ -1,6 +1,7 @@
 package rooms
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/rand"
@@ -41,6 +42,13 @@ type NewEvent struct {
 	// committed, if set, runs as soon as the event is stored, before the
 	// OnPersist hooks (Send releases its room turn there).
 	committed func()
+	// base, if set, is the in-flight event of the room to build on instead
+	// of the stored head (Send's pipelining, see inflight).
+	base *inflight
+	// submit, if set, runs just before the event's transaction is handed to
+	// the table, with the head the room will have once it commits; the
+	// function it returns runs when the transaction returned.
+	submit func(ev *Event, next head) (finished func())
 }
 
 // sendTurns take turns among this process's senders into one room (striped
@@ -71,6 +79,52 @@ func takeTurn(ctx context.Context, roomID id.RoomID) (func(), error) {
 	}
 }
 
+// inflight is a local event whose transaction is being committed. On an
+// engine one process owns (table.Sequencer: the embedded one, where
+// concurrent transactions share a group commit), Send pipelines a room's
+// events: it hands the room's turn to the next sender as soon as the
+// event's transaction is built, and that sender builds on the head the room
+// will have (next) instead of reading the stored one, so several events of
+// one room can be committed in one group commit instead of one commit
+// after another. The head's conditional write (IfVersion) still decides:
+// if the event it built on fails, or the two commit in the wrong order, its
+// own transaction fails and it retries on the stored head once the event
+// it built on has finished. The head's version alone cannot tell: another
+// writer's event may have taken the same version if the in-flight one
+// failed, so the transaction also checks that the in-flight event exists.
+//
+// Only what an in-flight event cannot change may be read while building on
+// it: a state event changes current state, and relations and redactions
+// read other events (which may be the in-flight one), so those wait for it.
+type inflight struct {
+	event id.EventID    // the event
+	next  head          // the room's head once it commits (seq included)
+	state bool          // a state event: the next event must wait for it
+	done  chan struct{} // closed when its transaction has returned
+}
+
+// inflights maps inflightKey to the room's latest *inflight.
+var inflights sync.Map
+
+type inflightKey struct {
+	s    *Service
+	room id.RoomID
+}
+
+// canBuildOnInflight reports whether ne reads nothing an in-flight
+// message event of its room may write: no redaction, no relation (its
+// parent or thread root may be that event). Conservative: content that
+// merely mentions m.relates_to waits too.
+func canBuildOnInflight(ne *NewEvent) bool {
+	return ne.Redacts == "" && ne.Type != "m.room.redaction" && !bytes.Contains(ne.Content, []byte("m.relates_to"))
+}
+
+// pipelines reports whether Send may pipeline this service's rooms.
+func (s *Service) pipelines() bool {
+	_, ok := table.SequencerOf(s.T)
+	return ok
+}
+
 // maxAttempts bounds retries when other writers keep winning the room head.
 const maxAttempts = 50
 
@@ -81,15 +135,54 @@ func (s *Service) Send(ctx context.Context, roomID id.RoomID, ne NewEvent) (id.E
 	// No read of the transaction id first: the event's transaction claims it
 	// with IfNotExists, so a repeat is caught there (trySend then returns the
 	// first event). That saves a read on every send; only repeats pay more.
+	pipeline := s.pipelines()
+	key := inflightKey{s, roomID}
+	var waitFor chan struct{} // the in-flight event a failed attempt built on
 	for attempt := 0; attempt < maxAttempts; attempt++ {
+		if waitFor != nil {
+			select {
+			case <-waitFor:
+			case <-ctx.Done():
+				return "", ctx.Err()
+			}
+			waitFor = nil
+		}
 		release, err := takeTurn(ctx, roomID)
 		if err != nil {
 			return "", err
 		}
 		ne.committed = release
+		ne.base, ne.submit = nil, nil
+		if pipeline {
+			if v, ok := inflights.Load(key); ok {
+				p := v.(*inflight)
+				if !p.state && canBuildOnInflight(&ne) {
+					ne.base = p
+				} else {
+					select { // holding the turn: nothing else of ours can start
+					case <-p.done:
+					case <-ctx.Done():
+						release()
+						return "", ctx.Err()
+					}
+				}
+			}
+			ne.submit = func(ev *Event, next head) func() {
+				p := &inflight{event: ev.EventID, next: next, state: ev.IsState(), done: make(chan struct{})}
+				inflights.Store(key, p)
+				release()
+				return func() {
+					inflights.CompareAndDelete(key, p)
+					close(p.done)
+				}
+			}
+		}
 		ev, err := s.trySend(ctx, roomID, ne, nil)
 		release()
 		if err == errRetry {
+			if ne.base != nil {
+				waitFor = ne.base.done
+			}
 			backoff(attempt)
 			continue
 		}
@@ -142,10 +235,16 @@ type createSpec struct {
 func (s *Service) trySend(ctx context.Context, roomID id.RoomID, ne NewEvent, create *createSpec) (*Event, error) {
 	var h *head
 	var err error
-	if create != nil {
+	switch {
+	case create != nil:
 		h = &head{RoomVersion: create.version}
-	} else if h, err = s.getHead(ctx, roomID); err != nil {
-		return nil, err
+	case ne.base != nil:
+		base := ne.base.next
+		h = &base
+	default:
+		if h, err = s.getHead(ctx, roomID); err != nil {
+			return nil, err
+		}
 	}
 	rv := h.RoomVersion
 	p := &pdu.PDU{
@@ -265,10 +364,12 @@ func (s *Service) trySend(ctx context.Context, roomID id.RoomID, ne NewEvent, cr
 			}
 		}
 	}
-	// Allocate the stream position only now, after reading the head: any
+	// Reserve the stream position only now, after reading the head: any
 	// event that commits after us read the head after we committed, so it
-	// allocates a higher position. Room order and stream order agree.
-	pos, err := s.Events.Allocate(ctx)
+	// reserves a higher position. Room order and stream order agree. On the
+	// embedded engine the position comes from memory and is made durable by
+	// the event's own transaction (one commit per event, not two).
+	pos, err := s.Events.Reserve(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -278,7 +379,18 @@ func (s *Service) trySend(ctx context.Context, roomID id.RoomID, ne NewEvent, cr
 		_ = s.Events.Void(ctx, pos)
 		return nil, err
 	}
-	err = s.T.Transact(ctx, ops)
+	if ne.base != nil {
+		// Built on an in-flight event: it must be the one that set the
+		// head's version (see inflight).
+		ops = append(ops, table.Check(eventKey(ne.base.event), table.IfExists()))
+	}
+	if ne.submit != nil {
+		finished := ne.submit(ev, nextHead(h, ev))
+		err = s.T.Transact(ctx, ops)
+		finished()
+	} else {
+		err = s.T.Transact(ctx, ops)
+	}
 	var txe *table.TxError
 	switch {
 	case err == nil:
@@ -288,6 +400,8 @@ func (s *Service) trySend(ctx context.Context, roomID id.RoomID, ne NewEvent, cr
 		switch {
 		case op.Target() == headKey(roomID) || s.Events.IsClaimOp(op):
 			return nil, errRetry
+		case ne.base != nil && op.Target() == eventKey(ne.base.event):
+			return nil, errRetry // the in-flight event we built on was not stored
 		case op.Target() == eventKey(eid):
 			return nil, errRetry // identical event already stored (same ts): rebuild
 		case ne.TxnID != "" && op.Target() == txnKey(ne.Sender, ne.Device, roomID, ne.TxnID):
@@ -319,10 +433,6 @@ func (s *Service) trySend(ctx context.Context, roomID id.RoomID, ne NewEvent, cr
 
 // commitOps builds the one transaction that persists an event.
 func (s *Service) commitOps(ctx context.Context, ev *Event, h *head, isCreate bool) ([]table.Op, error) {
-	nh := *h
-	nh.Extremities = nextExtremities(h.Extremities, ev) // remote.go
-	nh.Depth = h.Depth + 1
-	nh.LastPos = ev.Pos
 	var extra []table.Op
 	if ev.IsState() {
 		g, gops, err := s.newStateGroup(ctx, ev, h.StateGroup)
@@ -330,7 +440,6 @@ func (s *Service) commitOps(ctx context.Context, ev *Event, h *head, isCreate bo
 			return nil, err
 		}
 		ev.StateAfter = g
-		nh.StateGroup = g
 		extra = append(extra, gops...)
 		se := stateEntry{EventID: ev.EventID, PDU: ev.PDU, Membership: ev.Membership()}
 		sd, _ := json.Marshal(se)
@@ -340,6 +449,7 @@ func (s *Service) commitOps(ctx context.Context, ev *Event, h *head, isCreate bo
 			extra = append(extra, table.Put(membershipItem(id.UserID(*ev.StateKey), MembershipRecord{RoomID: ev.RoomID, Membership: ev.Membership(), EventID: ev.EventID, Pos: ev.Pos}), table.Cond{}))
 		}
 	}
+	nh := nextHead(h, ev)
 	evData, _ := json.Marshal(ev)
 	hd, _ := json.Marshal(nh)
 	headCond := table.IfVersion(h.seq)
@@ -381,6 +491,20 @@ func (s *Service) commitOps(ctx context.Context, ev *Event, h *head, isCreate bo
 	}
 	ops = append(ops, more...)
 	return ops, nil
+}
+
+// nextHead is the room's head once ev (built on h, its state group after
+// set if it is a state event) is stored.
+func nextHead(h *head, ev *Event) head {
+	nh := *h
+	nh.Extremities = nextExtremities(h.Extremities, ev) // remote.go
+	nh.Depth = h.Depth + 1
+	nh.LastPos = ev.Pos
+	if ev.IsState() {
+		nh.StateGroup = ev.StateAfter
+	}
+	nh.seq = ev.Seq
+	return nh
 }
 
 // StreamEntry is what the global event stream records per position.

@@ -12,14 +12,14 @@ import (
 // possible if commits take longer than the grace period).
 const maxAppendAttempts = 10
 
-// Append allocates a position and commits, in one transaction, the stream
+// Append reserves a position (Reserve) and commits, in one transaction, the stream
 // entry build returns together with build's other operations. If a reader
 // voided the slot first it retries with a new position. If one of build's
 // own operations fails its condition, the position is given up and the
 // *table.TxError is returned with Index relative to build's operations.
 func (s *Stream) Append(ctx context.Context, build func(pos int64) (entry []byte, ops []table.Op, err error)) (int64, error) {
 	for attempt := 0; attempt < maxAppendAttempts; attempt++ {
-		pos, err := s.Allocate(ctx)
+		pos, err := s.Reserve(ctx)
 		if err != nil {
 			return 0, err
 		}

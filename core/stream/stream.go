@@ -2,9 +2,10 @@
 // stream that incremental /sync reads) on top of the table port, safe with
 // many concurrent writers on many machines.
 //
-// A writer allocates a position with one atomic Add and then claims the
-// position's slot with IfNotExists in the same transaction that stores what
-// the position stands for. Because allocation and commit are separate, a
+// A writer allocates a position with one atomic Add (or, on an engine one
+// process owns, from memory: see Reserve) and then claims the position's
+// slot with IfNotExists in the same transaction that stores what the
+// position stands for. Because allocation and commit are separate, a
 // reader can find a gap: a position allocated but not yet committed. It never
 // reads past a gap (so it cannot skip an event that commits late); if the gap
 // stays open longer than Grace — its writer crashed — the reader fills the slot
@@ -68,13 +69,38 @@ func (s *Stream) grace() time.Duration {
 	return DefaultGrace
 }
 
-// Allocate reserves the next position. The caller must then commit ClaimOp
-// for it, or Void it.
+// Allocate reserves the next position with a durable Add on the counter
+// item (so CounterKey's Num moves at once). The caller must then commit
+// ClaimOp for it, or Void it. Reserve is cheaper where the engine allows.
 func (s *Stream) Allocate(ctx context.Context) (int64, error) {
 	return s.T.Add(ctx, s.counter(), 1)
 }
 
-// Latest is the highest position allocated so far (some may still be in flight).
+// Reserve reserves the next position like Allocate. On an engine that one
+// process owns (a table.Sequencer: the embedded one) the position comes
+// from memory and nothing is written: ClaimOp (or Void) makes it durable,
+// raising the counter item in the same transaction, so an entry costs one
+// commit instead of two. The counter item then moves when the entry
+// commits, not when its position is reserved. Elsewhere it is Allocate.
+// Positions from Reserve and Allocate never collide and both increase in
+// the order they are handed out.
+func (s *Stream) Reserve(ctx context.Context) (int64, error) {
+	if seq, ok := table.SequencerOf(s.T); ok {
+		return seq.Next(ctx, s.counter())
+	}
+	return s.Allocate(ctx)
+}
+
+// sequenced reports whether ClaimOp and Void must raise the counter
+// themselves (the engine hands positions out of memory).
+func (s *Stream) sequenced() bool {
+	_, ok := table.SequencerOf(s.T)
+	return ok
+}
+
+// Latest is the highest position allocated so far (some may still be in
+// flight), or on an engine where Reserve counts in memory, at least the
+// highest position committed or voided.
 func (s *Stream) Latest(ctx context.Context) (int64, error) {
 	it, err := s.T.Get(ctx, s.counter())
 	if errors.Is(err, table.ErrNotFound) {
@@ -84,21 +110,40 @@ func (s *Stream) Latest(ctx context.Context) (int64, error) {
 }
 
 // ClaimOp is the transaction operation that commits data at position p. It
-// fails (as a condition failure) if a reader has voided the slot.
+// fails (as a condition failure) if a reader has voided the slot. On an
+// engine where Reserve counts in memory it also raises the counter item to
+// p (table.OpPutRaise), so the counter is always at least every stored
+// position: watchers see the entry, sync tokens up to it are valid, and a
+// restarted process counts on from there.
 func (s *Stream) ClaimOp(p int64, data []byte) table.Op {
-	return table.Put(table.Item{PK: s.pk(), SK: PosKey(p), Data: data, Num: s.now().UnixMilli()}, table.IfNotExists())
+	return s.slotOp(table.Item{PK: s.pk(), SK: PosKey(p), Data: data, Num: s.now().UnixMilli()}, p)
+}
+
+func (s *Stream) slotOp(it table.Item, p int64) table.Op {
+	if s.sequenced() {
+		return table.PutRaise(it, table.IfNotExists(), s.counter(), p)
+	}
+	return table.Put(it, table.IfNotExists())
 }
 
 // IsClaimOp reports whether op is the claim of a stream slot (so a writer can
 // tell from a *table.TxError that it lost its slot).
 func (s *Stream) IsClaimOp(op table.Op) bool {
-	return op.Kind == table.OpPut && op.Item.PK == s.pk()
+	return (op.Kind == table.OpPut || op.Kind == table.OpPutRaise) && op.Item.PK == s.pk()
 }
 
 // Void gives up position p (a writer that will not use it calls this, so
 // readers need not wait for the grace period).
 func (s *Stream) Void(ctx context.Context, p int64) error {
-	err := s.T.Put(ctx, table.Item{PK: s.pk(), SK: PosKey(p), Version: voidMark, Num: s.now().UnixMilli()}, table.IfNotExists())
+	it := table.Item{PK: s.pk(), SK: PosKey(p), Version: voidMark, Num: s.now().UnixMilli()}
+	var err error
+	if s.sequenced() {
+		// The void raises the counter like a claim: a reader's token may
+		// point at it.
+		err = s.T.Transact(ctx, []table.Op{s.slotOp(it, p)})
+	} else {
+		err = s.T.Put(ctx, it, table.IfNotExists())
+	}
 	if errors.Is(err, table.ErrConditionFailed) {
 		return nil
 	}

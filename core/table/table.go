@@ -203,6 +203,13 @@ const (
 	OpDelete                   // delete the item at Key
 	OpCheck                    // only check Cond on the item at Key
 	OpAdd                      // add Delta to the item's Num (creating it with Num=Delta)
+	// OpPutRaise writes Item like OpPut (if Cond holds) and also raises the
+	// Num of the counter item at Key to Delta if Delta is higher (creating
+	// the counter with Num = Delta if it is missing or expired). Only engines
+	// that implement Sequencer accept it; the others answer ErrInvalid. The
+	// counter's key is not counted as touched: several PutRaise operations
+	// of one transaction may raise the same counter.
+	OpPutRaise
 )
 
 // Op is one operation of a transaction. For OpPut the key is Item's; for the
@@ -221,9 +228,16 @@ func Delete(k Key, c Cond) Op           { return Op{Kind: OpDelete, Key: k, Cond
 func Check(k Key, c Cond) Op            { return Op{Kind: OpCheck, Key: k, Cond: c} }
 func Add(k Key, delta int64, c Cond) Op { return Op{Kind: OpAdd, Key: k, Delta: delta, Cond: c} }
 
-// Target returns the key the operation touches.
+// PutRaise builds an OpPutRaise: put it if c holds, and raise the Num of
+// the counter at counter to at least n (engines implementing Sequencer only).
+func PutRaise(it Item, c Cond, counter Key, n int64) Op {
+	return Op{Kind: OpPutRaise, Item: it, Cond: c, Key: counter, Delta: n}
+}
+
+// Target returns the key the operation touches (for OpPutRaise, the item's;
+// the raised counter is not a target).
 func (o Op) Target() Key {
-	if o.Kind == OpPut {
+	if o.Kind == OpPut || o.Kind == OpPutRaise {
 		return o.Item.Key()
 	}
 	return o.Key
@@ -265,6 +279,17 @@ func ValidateTx(ops []Op) error {
 				return fmt.Errorf("op %d: %w", i, err)
 			}
 			total += ItemSize(op.Item)
+		case OpPutRaise:
+			if err := op.Item.Validate(); err != nil {
+				return fmt.Errorf("op %d: %w", i, err)
+			}
+			if err := op.Key.Validate(); err != nil {
+				return fmt.Errorf("op %d: counter: %w", i, err)
+			}
+			if op.Key == k {
+				return fmt.Errorf("%w: op %d raises the item it puts", ErrInvalid, i)
+			}
+			total += ItemSize(op.Item) + len(op.Key.PK) + len(op.Key.SK)
 		case OpDelete, OpCheck, OpAdd:
 			total += len(k.PK) + len(k.SK)
 		default:
@@ -349,4 +374,75 @@ type Table interface {
 	Transact(ctx context.Context, ops []Op) error
 	// Query returns one page of a partition's items in sort-key order.
 	Query(ctx context.Context, q Query) (Page, error)
+}
+
+// Sequencer is an optional capability of an engine whose table one process
+// owns exclusively (infra/bolt, guarded by bbolt's file lock). Such an
+// engine can hand out the numbers of a counter item from memory and make
+// them durable in the transaction that uses them (OpPutRaise), instead of
+// committing an Add per number. Engines shared by several processes
+// (DynamoDB) must not implement it. Use SequencerOf to find it.
+//
+// Guarantees: for one counter, Next's numbers increase in the order it
+// returns them and none is returned twice while the table is open; Add on
+// such a counter counts on from the highest number handed out, so the two
+// never collide. After a restart Next starts from the stored Num, so a
+// number handed out but never made durable may come again: callers must
+// raise the counter (OpPutRaise) in every transaction that stores
+// something carrying the number, as core/stream's claims and voids do.
+type Sequencer interface {
+	// Next returns one more than the highest of: the numbers Next returned
+	// for k before, and the Num stored in the item at k (read on first use
+	// in this process, and kept in step with every later write). It writes
+	// nothing.
+	Next(ctx context.Context, k Key) (int64, error)
+}
+
+// Unwrapper is implemented by tables that wrap another one (counting,
+// tracing), so that SequencerOf can find the engine's capabilities.
+type Unwrapper interface {
+	Unwrap() Table
+}
+
+// SequencerOf returns t's Sequencer, looking through wrappers, or false if
+// its engine has none.
+func SequencerOf(t Table) (Sequencer, bool) {
+	for range 8 {
+		if s, ok := t.(Sequencer); ok {
+			return s, true
+		}
+		u, ok := t.(Unwrapper)
+		if !ok {
+			return nil, false
+		}
+		t = u.Unwrap()
+	}
+	return nil, false
+}
+
+// EventualReader is an optional capability of engines that can also read
+// eventually consistently, at a lower price (DynamoDB: half the read units).
+// Such a read may miss writes of roughly the last second; callers use it
+// only where a stale answer is corrected by a later read (a waiting /sync
+// polling for changes). Use GetManyEventual.
+type EventualReader interface {
+	GetManyEventual(ctx context.Context, keys []Key) ([]Item, error)
+}
+
+// GetManyEventual is t.GetMany, eventually consistent where t's engine
+// offers it (EventualReader, looked up through wrappers), strongly
+// consistent otherwise.
+func GetManyEventual(ctx context.Context, t Table, keys []Key) ([]Item, error) {
+	x := t
+	for range 8 {
+		if e, ok := x.(EventualReader); ok {
+			return e.GetManyEventual(ctx, keys)
+		}
+		u, ok := x.(Unwrapper)
+		if !ok {
+			break
+		}
+		x = u.Unwrap()
+	}
+	return t.GetMany(ctx, keys)
 }

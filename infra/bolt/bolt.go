@@ -66,6 +66,7 @@ type DB struct {
 	clock    func() time.Time
 	reqs     chan writeReq // to the committer; unbuffered
 	useBatch bool          // WithBoltBatch
+	seq      sequences     // in-memory counters of Next (sequence.go)
 
 	stop      chan struct{}  // closed by Close
 	workers   sync.WaitGroup // committer and sweeper

@@ -134,6 +134,11 @@ func (d *DB) run(tx *bbolt.Tx, ops []table.Op, keys [][]byte, out *txOutcome) er
 				return nil
 			}
 		}
+		if ops[i].Kind == table.OpPutRaise {
+			if err := d.checkRaise(b, ops[i].Key, ops[i].Delta, now, out); err != nil || out.tooBig != nil {
+				return err
+			}
+		}
 	}
 	for i := range ops {
 		op := &ops[i]
@@ -146,16 +151,24 @@ func (d *DB) run(tx *bbolt.Tx, ops []table.Op, keys [][]byte, out *txOutcome) er
 		switch op.Kind {
 		case table.OpPut:
 			err = b.store(keys[i], old, &op.Item)
+			d.seq.wrote(keys[i], op.Item.Num)
+		case table.OpPutRaise:
+			if err = b.store(keys[i], old, &op.Item); err == nil {
+				d.seq.wrote(keys[i], op.Item.Num)
+				err = d.raise(b, op.Key, op.Delta, now)
+			}
 		case table.OpDelete:
 			if old != nil {
 				err = b.remove(keys[i], old)
 			}
 		case table.OpAdd:
-			next := table.Item{PK: op.Key.PK, SK: op.Key.SK, Num: op.Delta}
+			next := table.Item{PK: op.Key.PK, SK: op.Key.SK}
 			if live {
 				next = old.peek(op.Key)
-				next.Num += op.Delta
 			}
+			// A counter Next hands numbers out of counts on from the
+			// highest it handed out, so Add and Next never repeat a number.
+			next.Num = d.seq.add(keys[i], next.Num, op.Delta)
 			out.num = next.Num
 			err = b.store(keys[i], old, &next)
 		case table.OpCheck:
@@ -164,6 +177,53 @@ func (d *DB) run(tx *bbolt.Tx, ops []table.Op, keys [][]byte, out *txOutcome) er
 			return err
 		}
 	}
+	return nil
+}
+
+// checkRaise records in out.tooBig if raising the counter at k to n would
+// grow it over the item size limit.
+func (d *DB) checkRaise(b bkts, k table.Key, n, now int64, out *txOutcome) error {
+	r, found, err := b.load(itemKey(k))
+	if err != nil {
+		return fmt.Errorf("%w at %s", err, k)
+	}
+	if !found || r.expired(now) || r.num >= n {
+		return nil
+	}
+	next := r.peek(k)
+	next.Num = n
+	if s := table.ItemSize(next); s > table.MaxItemSize {
+		out.tooBig = fmt.Errorf("%w: raising %s makes it %d bytes", table.ErrTooLarge, k, s)
+	}
+	return nil
+}
+
+// raise sets the Num of the counter at k to n unless it is already at
+// least n (OpPutRaise). It reads the counter afresh, since an earlier
+// operation of the same transaction may have raised it.
+func (d *DB) raise(b bkts, k table.Key, n, now int64) error {
+	ik := itemKey(k)
+	r, found, err := b.load(ik)
+	if err != nil {
+		return fmt.Errorf("%w at %s", err, k)
+	}
+	live := found && !r.expired(now)
+	if live && r.num >= n {
+		return nil
+	}
+	next := table.Item{PK: k.PK, SK: k.SK, Num: n}
+	if live {
+		next = r.peek(k)
+		next.Num = n
+	}
+	var old *record
+	if found {
+		old = &r
+	}
+	if err := b.store(ik, old, &next); err != nil {
+		return err
+	}
+	d.seq.wrote(ik, n)
 	return nil
 }
 

@@ -116,6 +116,16 @@ func (t *Table) Get(ctx context.Context, k table.Key) (table.Item, error) {
 // returns the unexpired items found in the order of keys (a key given twice
 // yields its item twice).
 func (t *Table) GetMany(ctx context.Context, keys []table.Key) ([]table.Item, error) {
+	return t.getMany(ctx, keys, true)
+}
+
+// GetManyEventual is GetMany with eventually consistent reads (half the
+// read units; table.EventualReader).
+func (t *Table) GetManyEventual(ctx context.Context, keys []table.Key) ([]table.Item, error) {
+	return t.getMany(ctx, keys, false)
+}
+
+func (t *Table) getMany(ctx context.Context, keys []table.Key, consistent bool) ([]table.Item, error) {
 	for _, k := range keys {
 		if err := k.Validate(); err != nil {
 			return nil, err
@@ -142,7 +152,7 @@ func (t *Table) GetMany(ctx context.Context, keys []table.Key) ([]table.Item, er
 		for len(pending) > 0 {
 			out, err := t.client.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{
 				RequestItems: map[string]types.KeysAndAttributes{
-					t.name: {Keys: pending, ConsistentRead: aws.Bool(true)},
+					t.name: {Keys: pending, ConsistentRead: aws.Bool(consistent)},
 				},
 				ReturnConsumedCapacity: types.ReturnConsumedCapacityTotal,
 			})
@@ -313,6 +323,11 @@ func (t *Table) Add(ctx context.Context, k table.Key, delta int64) (int64, error
 func (t *Table) Transact(ctx context.Context, ops []table.Op) error {
 	if err := table.ValidateTx(ops); err != nil {
 		return err
+	}
+	for i, op := range ops {
+		if op.Kind == table.OpPutRaise { // only for engines one process owns (table.Sequencer)
+			return fmt.Errorf("%w: op %d: DynamoDB does not implement table.Sequencer's PutRaise", table.ErrInvalid, i)
+		}
 	}
 	for attempt := 0; ; attempt++ {
 		in := t.txInput(ops, t.now().Unix())

@@ -23,6 +23,35 @@ func TestReference(t *testing.T) {
 type refTable struct {
 	mu    sync.Mutex
 	items map[table.Key]table.Item
+	seq   map[table.Key]int64 // Next's counters: highest number handed out or stored
+}
+
+// Next implements table.Sequencer the obvious way: one process, one map.
+func (r *refTable) Next(_ context.Context, k table.Key) (int64, error) {
+	if err := k.Validate(); err != nil {
+		return 0, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.seq == nil {
+		r.seq = map[table.Key]int64{}
+	}
+	n, ok := r.seq[k]
+	if !ok {
+		if c := r.cur(k); c != nil {
+			n = c.Num
+		}
+	}
+	n++
+	r.seq[k] = n
+	return n, nil
+}
+
+// wrote keeps Next's counter for k at least n.
+func (r *refTable) wrote(k table.Key, n int64) {
+	if v, ok := r.seq[k]; ok && n > v {
+		r.seq[k] = n
+	}
 }
 
 func clone(it table.Item) table.Item {
@@ -114,15 +143,32 @@ func (r *refTable) apply(op table.Op) {
 	switch op.Kind {
 	case table.OpPut:
 		r.items[k] = clone(op.Item)
+		r.wrote(k, op.Item.Num)
+	case table.OpPutRaise:
+		r.items[k] = clone(op.Item)
+		r.wrote(k, op.Item.Num)
+		c := r.cur(op.Key)
+		switch {
+		case c == nil:
+			r.items[op.Key] = table.Item{PK: op.Key.PK, SK: op.Key.SK, Num: op.Delta}
+		case c.Num < op.Delta:
+			c.Num = op.Delta
+			r.items[op.Key] = *c
+		}
+		r.wrote(op.Key, op.Delta)
 	case table.OpDelete:
 		delete(r.items, k)
 	case table.OpAdd:
-		if c := r.cur(k); c != nil {
-			c.Num += op.Delta
-			r.items[k] = *c
-		} else {
-			r.items[k] = table.Item{PK: k.PK, SK: k.SK, Num: op.Delta}
+		c := r.cur(k)
+		if c == nil {
+			c = &table.Item{PK: k.PK, SK: k.SK}
 		}
+		if n, ok := r.seq[k]; ok && n > c.Num {
+			c.Num = n
+		}
+		c.Num += op.Delta
+		r.items[k] = *c
+		r.wrote(k, c.Num)
 	}
 }
 

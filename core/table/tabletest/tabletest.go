@@ -60,6 +60,7 @@ func Run(t *testing.T, newTable func(t *testing.T) table.Table) {
 		{"ConcurrentClaim", s.testConcurrentClaim},
 		{"ConcurrentDelete", s.testConcurrentDelete},
 		{"ConcurrentTransact", s.testConcurrentTransact},
+		{"Sequencer", s.testSequencer},
 	}
 	for _, g := range groups {
 		t.Run(g.name, g.fn)
