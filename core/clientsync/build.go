@@ -39,6 +39,13 @@ func (r *run) initial(ctx context.Context, tdStart int64) (*Response, error) {
 			return nil, err
 		}
 	}
+	if r.st.unread != nil {
+		// An initial sync reports every room's counts: the next sync
+		// needs only the changes after this.
+		if w.head.Unread, err = s.head(ctx, r.st.unread); err != nil {
+			return nil, err
+		}
+	}
 	if err := r.loadMemberships(ctx); err != nil {
 		return nil, err
 	}
@@ -71,7 +78,7 @@ func (s *Service) head(ctx context.Context, st *stream.Stream) (int64, error) {
 		mark = it.Num
 	}
 	next := mark
-	if _, _, err := readAll(ctx, st, &next, 0, func(stream.Entry) error { return nil }); err != nil {
+	if _, _, err := st.ReadEach(ctx, &next, readBatch, 0, func(stream.Entry) error { return nil }); err != nil {
 		return 0, err
 	}
 	if next-mark >= markEvery {
@@ -122,6 +129,9 @@ func (r *run) emptyResponse(ctx context.Context) *Response {
 func (r *run) build(ctx context.Context) (*Response, bool, error) {
 	w := r.w
 	initial := r.req.Since == nil
+	if err := r.ensureMemberships(ctx); err != nil {
+		return nil, false, err
+	}
 	resp := &Response{NextBatch: w.head.String(), Rooms: newRooms()}
 
 	// Account data: all of it on an initial sync, else what changed.

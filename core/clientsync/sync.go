@@ -13,6 +13,7 @@ package clientsync
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"time"
@@ -68,6 +69,11 @@ type Service struct {
 	// Unread, if set, gives the unread counts the push rules recorded
 	// (unread.go); without it they are estimated by scanning the timeline.
 	Unread UnreadSource
+	// UnreadChanges, if set, is the server-wide stream of rooms whose
+	// unread counts changed (written by core/push after it records
+	// notifications; entries are UnreadChangedEntry): syncs report those
+	// rooms' counts again.
+	UnreadChanges *stream.Stream
 	// DefaultAccountData, if set, gives global account data a user has by
 	// default (the server's push rules): an initial sync includes it for
 	// every type the user has not stored yet.
@@ -113,6 +119,7 @@ func (s *Service) log() *slog.Logger {
 type streams struct {
 	events, accountData, receipts, typing, toDevice *stream.Stream
 	presence                                        *stream.Stream // nil without presence
+	unread                                          *stream.Stream // nil without unread counts
 }
 
 func (s *Service) streamsFor(u id.UserID, d id.DeviceID) streams {
@@ -123,6 +130,7 @@ func (s *Service) streamsFor(u id.UserID, d id.DeviceID) streams {
 		typing:      s.Ephemeral.Typing,
 		toDevice:    s.Ephemeral.ToDeviceStream(u, d),
 		presence:    s.Presence,
+		unread:      s.UnreadChanges,
 	}
 }
 
@@ -139,7 +147,23 @@ func (s *Service) counterKeys(st streams) ([]table.Key, []Kind) {
 		keys = append(keys, st.presence.CounterKey())
 		kinds = append(kinds, KindPresence)
 	}
+	if st.unread != nil {
+		keys = append(keys, st.unread.CounterKey())
+		kinds = append(kinds, KindUnread)
+	}
 	return keys, kinds
+}
+
+// signalKeys are the Notifier's signal items a waiting request of u polls
+// (nil when the Notifier bumps none or the Waker cannot watch them).
+func (s *Service) signalKeys(u id.UserID) []table.Key {
+	if s.Notifier == nil || s.Notifier.Signals == nil {
+		return nil
+	}
+	if _, ok := s.Waker.(SignalWaker); !ok {
+		return nil
+	}
+	return []table.Key{SignalGlobal, SignalKey(u)}
 }
 
 // Sync answers one /sync request.
@@ -156,8 +180,17 @@ func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
 	}
 	st := s.streamsFor(req.User, req.Device)
 	keys, kinds := s.counterKeys(st)
+	var latest map[table.Key]int64
+	var ws *WatchSet
+	var ignored map[id.UserID]bool
+	var sub *Subscription
 	if req.Since != nil {
-		if err := s.checkToken(ctx, *req.Since, keys, kinds); err != nil {
+		// Subscribe before reading anything (the counters included), so a
+		// write committed after our reads still wakes us.
+		sub = s.Notifier.Subscribe(req.User, req.Device)
+		defer sub.Close()
+		var err error
+		if latest, ws, ignored, err = s.sinceState(ctx, req, st, keys, kinds); err != nil {
 			return nil, err
 		}
 	}
@@ -172,17 +205,14 @@ func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
 	}
 
 	r := &run{s: s, req: req, st: st, f: req.Filter, viewer: rooms.Viewer{UserID: req.User, Device: req.Device}}
-	if r.ignored, err = s.UserData.IgnoredUsers(ctx, req.User); err != nil {
-		return nil, err
-	}
 	if req.Since == nil {
+		if r.ignored, err = s.UserData.IgnoredUsers(ctx, req.User); err != nil {
+			return nil, err
+		}
 		return r.initial(ctx, tdStart)
 	}
+	r.ignored = ignored
 
-	// Subscribe before reading, so a write between our read and our wait
-	// still wakes us.
-	sub := s.Notifier.Subscribe(req.User, req.Device)
-	defer sub.Close()
 	w := newWindow(*req.Since, tdStart)
 	r.w = w
 	maxWait := s.MaxWait
@@ -194,7 +224,23 @@ func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
 		timeout = 0
 	}
 	deadline := s.now().Add(timeout)
-	scan := KindAll
+	// Only the streams whose counter is past the token have anything to
+	// read (a counter equal to the token's position means nothing was
+	// allocated after it, and the position itself was committed).
+	var scan Kind
+	heads := w.heads(kinds)
+	for i, k := range keys {
+		if latest[k] > heads[i] {
+			scan |= kinds[i]
+		}
+	}
+	if scan&KindTyping == 0 && timeout > 0 {
+		// Not reading the typing stream, but a wait must still know when
+		// a typing notice in the user's rooms expires.
+		if err := r.expireTyping(ctx); err != nil {
+			return nil, err
+		}
+	}
 	for {
 		if err := r.scan(ctx, scan); err != nil {
 			return nil, err
@@ -211,7 +257,7 @@ func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
 		if w.more || !s.now().Before(deadline) {
 			return r.emptyResponse(ctx), nil
 		}
-		next, err := r.wait(ctx, sub, deadline, keys, kinds)
+		next, err := r.wait(ctx, sub, deadline, keys, kinds, ws)
 		if err != nil {
 			return nil, err
 		}
@@ -219,16 +265,81 @@ func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
 	}
 }
 
+// sinceState reads, for an incremental sync, the stream counters (which
+// refuse a foreign token and say which streams have anything after it),
+// the signal items a wait will poll (read before any stream is, so later
+// writes move them) and the user's ignore list, all in one GetMany. A
+// token from before the unread stream is given that stream's head.
+func (s *Service) sinceState(ctx context.Context, req *Request, st streams, keys []table.Key, kinds []Kind) (map[table.Key]int64, *WatchSet, map[id.UserID]bool, error) {
+	var signals []table.Key
+	if req.Timeout > 0 && !req.FullState { // only a wait polls them
+		signals = s.signalKeys(req.User)
+	}
+	ignoredKey := userdata.AccountDataKey(req.User, "", userdata.TypeIgnoredList)
+	latest, seen, ignoredItem, err := s.checkToken(ctx, *req.Since, keys, kinds, signals, ignoredKey)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ignored := map[id.UserID]bool{}
+	if ignoredItem != nil {
+		var ad userdata.AccountData
+		if err := json.Unmarshal(ignoredItem.Data, &ad); err != nil {
+			return nil, nil, nil, err
+		}
+		ignored = userdata.ParseIgnored(ad.Content)
+	}
+	var ws *WatchSet
+	if signals != nil {
+		// The global signal moves with the server-wide streams, the
+		// user's with their account data and to-device inboxes.
+		sc := make([][]int, 2)
+		for i, k := range kinds {
+			if k == KindAccountData || k == KindToDevice {
+				sc[1] = append(sc[1], i)
+			} else {
+				sc[0] = append(sc[0], i)
+			}
+		}
+		ws = &WatchSet{Counters: keys, Signals: signals, Seen: seen, SignalCounters: sc}
+	}
+	if req.Since.NoUnread {
+		since := *req.Since
+		since.NoUnread = false
+		if st.unread != nil {
+			if since.Unread, err = s.head(ctx, st.unread); err != nil {
+				return nil, nil, nil, err
+			}
+			latest[st.unread.CounterKey()] = since.Unread
+		}
+		req.Since = &since
+	}
+	return latest, ws, ignored, nil
+}
+
 // checkToken refuses positions that are past what the streams have
 // allocated (a made-up or foreign token).
-func (s *Service) checkToken(ctx context.Context, t Token, keys []table.Key, kinds []Kind) error {
-	items, err := s.T.GetMany(ctx, keys)
+// It returns the counters' values, and those of the signal items (read in
+// the same GetMany).
+//
+// The same read fetches the item at extra (nil if it does not exist).
+func (s *Service) checkToken(ctx context.Context, t Token, keys []table.Key, kinds []Kind, signals []table.Key, extra table.Key) (map[table.Key]int64, []int64, *table.Item, error) {
+	all := append(append(keys[:len(keys):len(keys)], signals...), extra)
+	items, err := s.T.GetMany(ctx, all)
 	if err != nil {
-		return err
+		return nil, nil, nil, err
 	}
 	latest := map[table.Key]int64{}
-	for _, it := range items {
+	var found *table.Item
+	for i, it := range items {
+		if it.Key() == extra {
+			found = &items[i]
+			continue
+		}
 		latest[it.Key()] = it.Num
+	}
+	seen := make([]int64, len(signals))
+	for i, k := range signals {
+		seen[i] = latest[k]
 	}
 	for i, k := range keys {
 		var pos int64
@@ -247,18 +358,20 @@ func (s *Service) checkToken(ctx context.Context, t Token, keys []table.Key, kin
 			pos = t.DeviceLists
 		case KindPresence:
 			pos = t.Presence
+		case KindUnread:
+			pos = t.Unread
 		}
 		if pos > latest[k] {
-			return httpapi.InvalidParam("since token is not one this server issued")
+			return nil, nil, nil, httpapi.InvalidParam("since token is not one this server issued")
 		}
 	}
-	return nil
+	return latest, seen, found, nil
 }
 
 // wait blocks until something may have changed, the deadline passes or a
 // typing notice in one of the user's rooms is due to expire. It returns the
 // streams to read again.
-func (r *run) wait(ctx context.Context, sub *Subscription, deadline time.Time, keys []table.Key, kinds []Kind) (Kind, error) {
+func (r *run) wait(ctx context.Context, sub *Subscription, deadline time.Time, keys []table.Key, kinds []Kind, ws *WatchSet) (Kind, error) {
 	if k := sub.Take(); k != 0 {
 		return k, nil
 	}
@@ -271,8 +384,20 @@ func (r *run) wait(ctx context.Context, sub *Subscription, deadline time.Time, k
 	polled := make(chan []int, 1)
 	if r.s.Waker != nil {
 		heads := r.w.heads(kinds)
+		done := make(chan struct{})
+		// The watcher may update ws: it must have stopped before the next
+		// wait starts another.
+		defer func() { cancel(); <-done }()
 		go func() {
-			moved, err := r.s.Waker.Watch(wctx, keys, heads)
+			defer close(done)
+			var moved []int
+			var err error
+			if sw, ok := r.s.Waker.(SignalWaker); ok && ws != nil {
+				ws.Heads = heads
+				moved, err = sw.WatchSignals(wctx, ws)
+			} else {
+				moved, err = r.s.Waker.Watch(wctx, keys, heads)
+			}
 			if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 				r.s.log().Warn("sync: watching stream counters", "err", err)
 			}

@@ -90,6 +90,8 @@ func (w *window) heads(kinds []Kind) []int64 {
 			out[i] = w.head.DeviceLists
 		case KindPresence:
 			out[i] = w.head.Presence
+		case KindUnread:
+			out[i] = w.head.Unread
 		}
 	}
 	return out
@@ -121,6 +123,14 @@ type run struct {
 
 func (r *run) me() id.UserID { return r.req.User }
 
+// ensureMemberships reads the membership index unless the request has.
+func (r *run) ensureMemberships(ctx context.Context) error {
+	if r.w.haveMships {
+		return nil
+	}
+	return r.loadMemberships(ctx)
+}
+
 func (r *run) loadMemberships(ctx context.Context) error {
 	ms, err := r.s.Rooms.UserRooms(ctx, r.me())
 	if err != nil {
@@ -130,15 +140,11 @@ func (r *run) loadMemberships(ctx context.Context) error {
 	return nil
 }
 
-// scan reads the given streams past the window's head.
+// scan reads the given streams past the window's head. The membership
+// index is read only when something read needs it.
 func (r *run) scan(ctx context.Context, k Kind) error {
 	if k&KindEvents != 0 {
 		if err := r.scanEvents(ctx); err != nil {
-			return err
-		}
-	}
-	if !r.w.haveMships {
-		if err := r.loadMemberships(ctx); err != nil {
 			return err
 		}
 	}
@@ -168,35 +174,41 @@ func (r *run) scan(ctx context.Context, k Kind) error {
 		}
 	}
 	if k&KindPresence != 0 && r.st.presence != nil {
+		if err := r.ensureMemberships(ctx); err != nil {
+			return err
+		}
 		if err := r.scanPresence(ctx); err != nil {
+			return err
+		}
+	}
+	if k&KindUnread != 0 && r.st.unread != nil {
+		if err := r.scanUnread(ctx); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// readAll reads a stream after *head in batches, up to budget entries
-// (0 = no budget), moving *head; full reports that the budget stopped it.
-func readAll(ctx context.Context, st *stream.Stream, head *int64, budget int, each func(stream.Entry) error) (n int, full bool, err error) {
-	for {
-		entries, next, err := st.Read(ctx, *head, readBatch)
-		if err != nil {
-			return n, false, err
-		}
-		*head = next
-		for _, e := range entries {
-			if err := each(e); err != nil {
-				return n, false, err
-			}
-		}
-		n += len(entries)
-		if len(entries) < readBatch {
-			return n, false, nil
-		}
-		if budget > 0 && n >= budget {
-			return n, true, nil
-		}
+// scanUnread reads the server-wide unread-change stream: rooms the user is
+// joined to whose counts changed are reported again.
+func (r *run) scanUnread(ctx context.Context) error {
+	if err := r.ensureMemberships(ctx); err != nil {
+		return err
 	}
+	w := r.w
+	from := w.head.Unread
+	defer func() { r.s.crossedMark(ctx, r.st.unread, from, w.head.Unread) }()
+	_, _, err := r.st.unread.ReadEach(ctx, &w.head.Unread, readBatch, 0, func(e stream.Entry) error {
+		var ref userdata.AccountDataRef
+		if err := json.Unmarshal(e.Data, &ref); err != nil {
+			return err
+		}
+		if w.joined(ref.RoomID) && r.f.IncludesRoom(ref.RoomID) {
+			w.unread[ref.RoomID] = true
+		}
+		return nil
+	})
+	return err
 }
 
 func (r *run) scanEvents(ctx context.Context) error {
@@ -209,7 +221,7 @@ func (r *run) scanEvents(ctx context.Context) error {
 		return nil
 	}
 	from := w.head.Events
-	n, full, err := readAll(ctx, r.st.events, &w.head.Events, budget, func(e stream.Entry) error {
+	n, full, err := r.st.events.ReadEach(ctx, &w.head.Events, readBatch, budget, func(e stream.Entry) error {
 		var se rooms.StreamEntry
 		if err := json.Unmarshal(e.Data, &se); err != nil {
 			return err
@@ -260,7 +272,7 @@ func (r *run) scanAccountData(ctx context.Context) error {
 	w := r.w
 	from := w.head.AccountData
 	defer func() { r.s.crossedMark(ctx, r.st.accountData, from, w.head.AccountData) }()
-	_, _, err := readAll(ctx, r.st.accountData, &w.head.AccountData, 0, func(e stream.Entry) error {
+	_, _, err := r.st.accountData.ReadEach(ctx, &w.head.AccountData, readBatch, 0, func(e stream.Entry) error {
 		var ref userdata.AccountDataRef
 		if err := json.Unmarshal(e.Data, &ref); err != nil {
 			return err
@@ -282,10 +294,13 @@ func (r *run) scanAccountData(ctx context.Context) error {
 }
 
 func (r *run) scanReceipts(ctx context.Context) error {
+	if err := r.ensureMemberships(ctx); err != nil {
+		return err
+	}
 	w := r.w
 	from := w.head.Receipts
 	defer func() { r.s.crossedMark(ctx, r.st.receipts, from, w.head.Receipts) }()
-	_, _, err := readAll(ctx, r.st.receipts, &w.head.Receipts, 0, func(e stream.Entry) error {
+	_, _, err := r.st.receipts.ReadEach(ctx, &w.head.Receipts, readBatch, 0, func(e stream.Entry) error {
 		var rc ephemeral.Receipt
 		if err := json.Unmarshal(e.Data, &rc); err != nil {
 			return err
@@ -299,13 +314,43 @@ func (r *run) scanReceipts(ctx context.Context) error {
 }
 
 // scanTyping first expires the typing notices in the user's rooms whose time
-// has passed (the reader that notices records the change; see
-// ephemeral.Expire), notes when the next one is due, then reads the stream.
+// has passed (expireTyping), then reads the stream.
 func (r *run) scanTyping(ctx context.Context) error {
+	if err := r.expireTyping(ctx); err != nil {
+		return err
+	}
+	if err := r.ensureMemberships(ctx); err != nil {
+		return err
+	}
+	w := r.w
+	from := w.head.Typing
+	defer func() { r.s.crossedMark(ctx, r.st.typing, from, w.head.Typing) }()
+	_, _, err := r.st.typing.ReadEach(ctx, &w.head.Typing, readBatch, 0, func(e stream.Entry) error {
+		var te ephemeral.TypingEntry
+		if err := json.Unmarshal(e.Data, &te); err != nil {
+			return err
+		}
+		if w.joined(te.RoomID) && r.f.IncludesRoom(te.RoomID) {
+			w.typing[te.RoomID] = true
+		}
+		return nil
+	})
+	return err
+}
+
+// expireTyping expires the typing notices in the user's rooms whose time
+// has passed (the reader that notices records the change; see
+// ephemeral.Expire) and notes when the next one is due.
+func (r *run) expireTyping(ctx context.Context) error {
 	w := r.w
 	items, err := r.s.Ephemeral.AllTyping(ctx)
 	if err != nil {
 		return err
+	}
+	if len(items) > 0 {
+		if err := r.ensureMemberships(ctx); err != nil {
+			return err
+		}
 	}
 	now := r.s.now()
 	w.typingDue = nil
@@ -327,19 +372,7 @@ func (r *run) scanTyping(ctx context.Context) error {
 			w.typingDue = &due
 		}
 	}
-	from := w.head.Typing
-	defer func() { r.s.crossedMark(ctx, r.st.typing, from, w.head.Typing) }()
-	_, _, err = readAll(ctx, r.st.typing, &w.head.Typing, 0, func(e stream.Entry) error {
-		var te ephemeral.TypingEntry
-		if err := json.Unmarshal(e.Data, &te); err != nil {
-			return err
-		}
-		if w.joined(te.RoomID) && r.f.IncludesRoom(te.RoomID) {
-			w.typing[te.RoomID] = true
-		}
-		return nil
-	})
-	return err
+	return nil
 }
 
 func (r *run) scanToDevice(ctx context.Context) error {

@@ -44,6 +44,10 @@ type Service struct {
 	// Notify, if set, is called after a change is committed to the named
 	// stream (wakes /sync waiters in this process).
 	Notify func(stream string)
+	// NotifyMany, if set, is called instead of Notify after one commit
+	// that changed several streams (a to-device send to many devices), so
+	// that what the notifier does per change happens once.
+	NotifyMany func(streams []string)
 	// OnLocalTyping and OnLocalReceipt, if set, are called after a local
 	// user's typing notice or public receipt is committed (the federation
 	// EDUs to the room's other servers go out from them; remote.go).

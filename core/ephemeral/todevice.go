@@ -271,6 +271,14 @@ func (s *Service) deliver(ctx context.Context, part []target, marker table.Op, w
 		var txe *table.TxError
 		switch {
 		case err == nil:
+			if s.NotifyMany != nil {
+				names := make([]string, len(streams))
+				for i, st := range streams {
+					names[i] = st.Name
+				}
+				s.NotifyMany(names)
+				return false, nil
+			}
 			for _, st := range streams {
 				s.notify(st.Name)
 			}

@@ -17,6 +17,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/core/rooms"
 	"github.com/cirrus-matrix/cirrus/core/stream"
 	"github.com/cirrus-matrix/cirrus/core/table"
+	"github.com/cirrus-matrix/cirrus/core/userdata"
 )
 
 // Notifications are kept this long.
@@ -51,12 +52,21 @@ func roomNotifSK(r id.RoomID, seq int64) string {
 // Evaluator runs each persisted event through the push rules of the
 // room's local members and records their notifications. It runs as a
 // fan-out handler (core/fanout), after the event's own transaction, and is
-// idempotent: a notification is written with IfNotExists keyed by the
-// user and the event's stream position, together with its unread-count
-// marker (and the change record that wakes /sync) in one transaction, so a
-// redelivered event changes nothing; gateway delivery is marked on the
-// notification once done, so a redelivery only repeats pushes that may not
-// have gone out.
+// idempotent, so a redelivered or retried event changes nothing:
+//   - every member's push rules and ignore list are read with one GetMany;
+//   - a notification is two plain writes, not a transaction (which would
+//     cost twice the write units): the unread marker (nr#…, keyed by room
+//     and room sequence, so rewriting it cannot count it twice) and the
+//     notification itself (notif#…, IfNotExists keyed by stream position,
+//     so a redelivery keeps the stored one and its pushed flag);
+//   - then one entry per event (not per member) in the Changes stream
+//     names the room whose counts changed, so waiting syncs wake and
+//     re-read the counts. It is appended after the markers: a sync that
+//     reads the entry finds them. A repeated entry only makes a sync
+//     re-read counts that did not change.
+//
+// Gateway delivery is marked on the notification once done, so a
+// redelivery only repeats pushes that may not have gone out.
 type Evaluator struct {
 	T          table.Table
 	Rooms      *rooms.Service
@@ -67,11 +77,11 @@ type Evaluator struct {
 	// Gateway, if set, sends each new notification to the user's HTTP
 	// pushers.
 	Gateway *Gateway
-	// Changes, if set, is the user's stream that records "the unread
-	// counts of a room changed" (so waiting syncs wake and report them);
+	// Changes, if set, is the server-wide stream recording "the unread
+	// counts of a room changed" (one entry per notifying event);
 	// ChangeEntry is the entry written for a room. Notify is called with
-	// the stream's name after a change.
-	Changes     func(u id.UserID) *stream.Stream
+	// the stream's name after an entry is appended.
+	Changes     *stream.Stream
 	ChangeEntry func(room id.RoomID) []byte
 	Notify      func(stream string)
 }
@@ -169,19 +179,26 @@ func (e *Evaluator) Evaluate(ctx context.Context, ev *rooms.Event) error {
 		}
 	}
 	thread := ThreadOf(ev.Content)
-	var deliveries []delivery
+	// Every member's push rules and ignore list in one read.
+	ads, err := e.Rules.UserData.GlobalOfUsers(ctx, targets, userdata.TypeIgnoredList, userdata.TypePushRules)
+	if err != nil {
+		return err
+	}
+	// Decide first (CPU only), then write the members' notifications a
+	// few at a time: each is two independent idempotent writes, and one
+	// after the other they would make a large room's event take a
+	// round trip per member.
+	type pending struct {
+		u         id.UserID
+		rule      *Rule
+		highlight bool
+	}
+	var todo []pending
 	for _, u := range targets {
-		ignored, err := e.Rules.UserData.IgnoredUsers(ctx, u)
-		if err != nil {
-			return err
-		}
-		if ignored[ev.Sender] {
+		if c := ads[u][userdata.TypeIgnoredList]; c != nil && userdata.ParseIgnored(c)[ev.Sender] {
 			continue
 		}
-		rs, err := e.Rules.Get(ctx, u)
-		if err != nil {
-			return err
-		}
+		rs := Merge(u, ads[u][userdata.TypePushRules])
 		rule := rs.Evaluable().GetMatchingRule(&roomView{name: names[u], count: joined, pl: pl}, mev)
 		if rule == nil {
 			continue
@@ -190,22 +207,88 @@ func (e *Evaluator) Evaluate(ctx context.Context, ev *rooms.Event) error {
 		if !should.Notify {
 			continue
 		}
-		r := rs.Find(string(rule.Type), rule.RuleID)
-		n, err := e.record(ctx, u, ev, r, should.Highlight, thread)
-		if err != nil {
-			return err
+		todo = append(todo, pending{u, rs.Find(string(rule.Type), rule.RuleID), should.Highlight})
+	}
+	stored := make([]Notification, len(todo))
+	errs := make([]error, len(todo))
+	sem := make(chan struct{}, recordParallel)
+	var wg sync.WaitGroup
+	for i, p := range todo {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			stored[i], errs[i] = e.record(ctx, p.u, ev, p.rule, p.highlight, thread)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	recorded := len(todo) > 0
+	var deliveries []delivery
+	for i, p := range todo {
+		if e.Gateway != nil && !stored[i].Pushed {
+			deliveries = append(deliveries, delivery{p.u, stored[i]})
 		}
-		if e.Gateway != nil && !n.Pushed {
-			deliveries = append(deliveries, delivery{u, n})
+	}
+	if recorded {
+		if err := e.announce(ctx, ev.RoomID); err != nil {
+			return err
 		}
 	}
 	return e.deliver(ctx, ev, deliveries)
+}
+
+// announce appends the room to the Changes stream (after the markers, so a
+// sync that reads the entry finds them) and wakes this process's syncs.
+// It claims the slot with a plain conditional put instead of
+// stream.Append's transaction: one write unit, not two.
+func (e *Evaluator) announce(ctx context.Context, room id.RoomID) error {
+	st := e.Changes
+	if st == nil || e.ChangeEntry == nil {
+		return nil
+	}
+	entry := e.ChangeEntry(room)
+	if _, ok := table.SequencerOf(e.T); ok {
+		// An engine one process owns commits a claim in one write anyway.
+		if _, err := st.Append(ctx, func(int64) ([]byte, []table.Op, error) { return entry, nil, nil }); err != nil {
+			return err
+		}
+		if e.Notify != nil {
+			e.Notify(st.Name)
+		}
+		return nil
+	}
+	for range 10 {
+		pos, err := st.Allocate(ctx)
+		if err != nil {
+			return err
+		}
+		claim := st.ClaimOp(pos, entry)
+		err = e.T.Put(ctx, claim.Item, claim.Cond)
+		if errors.Is(err, table.ErrConditionFailed) {
+			continue // a reader voided the slot: take another
+		}
+		if err != nil {
+			_ = st.Void(ctx, pos)
+			return err
+		}
+		if e.Notify != nil {
+			e.Notify(st.Name)
+		}
+		return nil
+	}
+	return fmt.Errorf("push: stream %s: could not claim a slot", st.Name)
 }
 
 type delivery struct {
 	user id.UserID
 	n    Notification
 }
+
+// recordParallel is how many members' notifications one event writes at
+// once.
+const recordParallel = 8
 
 // gatewayBudget bounds the time one event's gateway deliveries may take
 // (they run in parallel): the fan-out worker must not stall on a dead
@@ -259,7 +342,7 @@ func (e *Evaluator) markPushed(ctx context.Context, u id.UserID, n Notification)
 }
 
 // record writes u's notification for ev unless it exists, and returns the
-// stored one.
+// stored one. Both writes are idempotent (see Evaluator).
 func (e *Evaluator) record(ctx context.Context, u id.UserID, ev *rooms.Event, rule *Rule, highlight bool, thread id.EventID) (Notification, error) {
 	now := time.Now
 	if e.Now != nil {
@@ -273,21 +356,13 @@ func (e *Evaluator) record(ctx context.Context, u id.UserID, ev *rooms.Event, ru
 	data, _ := json.Marshal(n)
 	flag, _ := json.Marshal(unreadFlag{H: highlight, T: thread})
 	ttl := now().Add(notificationTTL).Unix()
-	ops := []table.Op{
-		table.Put(table.Item{PK: userPK(u), SK: notifSK(ev.Pos), Data: data, TTL: ttl}, table.IfNotExists()),
-		table.Put(table.Item{PK: userPK(u), SK: roomNotifSK(ev.RoomID, ev.Seq), Data: flag, TTL: ttl}, table.Cond{}),
+	// The marker is the same item however often it is written: counts
+	// (one item per room sequence) cannot grow on a repeat.
+	if err := e.T.Put(ctx, table.Item{PK: userPK(u), SK: roomNotifSK(ev.RoomID, ev.Seq), Data: flag, TTL: ttl}, table.Cond{}); err != nil {
+		return n, err
 	}
-	var err error
-	var st *stream.Stream
-	if e.Changes != nil && e.ChangeEntry != nil {
-		st = e.Changes(u)
-		entry := e.ChangeEntry(ev.RoomID)
-		_, err = st.Append(ctx, func(int64) ([]byte, []table.Op, error) { return entry, ops, nil })
-	} else {
-		err = e.T.Transact(ctx, ops)
-	}
-	var txe *table.TxError
-	if errors.As(err, &txe) && txe.Index == 0 {
+	err := e.T.Put(ctx, table.Item{PK: userPK(u), SK: notifSK(ev.Pos), Data: data, TTL: ttl}, table.IfNotExists())
+	if errors.Is(err, table.ErrConditionFailed) {
 		// Recorded before (a redelivered event): keep what is stored.
 		it, err := e.T.Get(ctx, table.Key{PK: userPK(u), SK: notifSK(ev.Pos)})
 		if err != nil {
@@ -300,13 +375,7 @@ func (e *Evaluator) record(ctx context.Context, u id.UserID, ev *rooms.Event, ru
 		old.Pos = ev.Pos
 		return old, nil
 	}
-	if err != nil {
-		return n, err
-	}
-	if st != nil && e.Notify != nil {
-		e.Notify(st.Name)
-	}
-	return n, nil
+	return n, err
 }
 
 // unreadFlag is the payload of an unread marker (nr#…).

@@ -10,6 +10,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/core/clientsync"
 	"github.com/cirrus-matrix/cirrus/core/netguard"
 	"github.com/cirrus-matrix/cirrus/core/push"
+	"github.com/cirrus-matrix/cirrus/core/stream"
 	"github.com/cirrus-matrix/cirrus/core/table"
 	"github.com/cirrus-matrix/cirrus/core/userdata"
 )
@@ -21,8 +22,8 @@ import (
 // Push rules are evaluated by the fan-out worker (core/fanout: in-process
 // in the all-in-one, the FanoutWorker Lambda on AWS), once per event and
 // idempotently: notifications, unread counts and push gateway delivery.
-// Each notification also records a change in the user's account data
-// stream (clientsync.UnreadChangedType) so a waiting /sync wakes and
+// Each notifying event also records the room in the server-wide "unread"
+// stream (one entry per event, not per member) so a waiting /sync wakes and
 // reports the room's new counts.
 func (s *Server) withPush() *Server {
 	rules := &push.Rules{UserData: s.userDataAPI.UserData}
@@ -33,11 +34,13 @@ func (s *Server) withPush() *Server {
 		s.deps.Log.Warn("CIRRUS_PUSH_ALLOW_PRIVATE=true: push gateways may be on loopback and private addresses (tests only)")
 	}
 	pushers := &push.Pushers{T: s.deps.Table}
-	ud := s.userDataAPI.UserData
+	unread := &stream.Stream{T: s.deps.Table, Name: "unread", Now: s.deps.Now}
+	s.syncAPI.Service.UnreadChanges = unread
+	s.syncAPI.Service.Notifier.UnreadStream = unread.Name
 	ev := &push.Evaluator{T: s.deps.Table, Rooms: s.rooms, Rules: rules,
 		ServerName: s.cfg.Client.ServerName, Log: s.deps.Log, Now: s.deps.Now,
 		Gateway:     &push.Gateway{Pushers: pushers, Log: s.deps.Log, Client: netguard.NewClient(allow)},
-		Changes:     ud.AccountDataStream,
+		Changes:     unread,
 		ChangeEntry: clientsync.UnreadChangedEntry,
 		Notify:      s.syncAPI.Service.Notifier.Notify}
 	s.fanout.Register("push", ev.Handle)

@@ -36,6 +36,7 @@ func (s *Server) withSync() *Server {
 	ud := &userdata.Service{T: t, Now: now, Notify: n.Notify}
 	eph := ephemeral.New(t, s.cfg.Client.ServerName, now)
 	eph.Notify = n.Notify
+	eph.NotifyMany = n.NotifyMany
 	eph.Devices = func(ctx context.Context, u id.UserID) ([]id.DeviceID, error) {
 		devs, err := s.accounts.Devices(ctx, u)
 		if err != nil {
@@ -51,6 +52,10 @@ func (s *Server) withSync() *Server {
 		MaxWait: s.cfg.Sync.MaxWait, Log: s.deps.Log, Now: now}
 	if s.cfg.Sync.Poll {
 		svc.Waker = &clientsync.PollWaker{T: t}
+		// Every process bumps the signal items after its writes, so
+		// waiting syncs poll those instead of every stream counter.
+		n.Signals = t
+		n.OnSignalError = func(err error) { s.deps.Log.Warn("sync: bumping a wake-up signal", "err", err) }
 	}
 	// Presence changes of local users go into the presence stream that
 	// incremental syncs read (other hooks, such as federation's, chain

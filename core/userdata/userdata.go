@@ -14,6 +14,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"strings"
 	"time"
 
 	"maunium.net/go/mautrix/id"
@@ -64,6 +65,10 @@ func (s *Service) notify(name string) {
 
 // Key layout (ARCHITECTURE.md, "Key schema").
 func userPK(u id.UserID) string { return "user#" + string(u) }
+
+// AccountDataKey is the table key of one account data value (so a caller
+// can read it together with other items; its Data is an AccountData).
+func AccountDataKey(u id.UserID, room id.RoomID, typ string) table.Key { return adKey(u, room, typ) }
 func adKey(u id.UserID, room id.RoomID, typ string) table.Key {
 	r := string(room)
 	if r == "" {
@@ -321,4 +326,36 @@ func (s *Service) GetFilter(ctx context.Context, u id.UserID, fid string) (json.
 		return nil, err
 	}
 	return it.Data, nil
+}
+
+// GlobalOfUsers returns the global account data of the given types for
+// each of users that has it (users × types keys in one GetMany): the
+// fan-out worker reads every member's push rules and ignore list at once.
+// The read is eventually consistent where the engine offers it (half the
+// price on DynamoDB): a change made within the last second or so may not
+// show yet.
+func (s *Service) GlobalOfUsers(ctx context.Context, users []id.UserID, types ...string) (map[id.UserID]map[string]json.RawMessage, error) {
+	keys := make([]table.Key, 0, len(users)*len(types))
+	for _, u := range users {
+		for _, typ := range types {
+			keys = append(keys, adKey(u, "", typ))
+		}
+	}
+	items, err := table.GetManyEventual(ctx, s.T, keys)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[id.UserID]map[string]json.RawMessage, len(users))
+	for _, it := range items {
+		var ad AccountData
+		if err := json.Unmarshal(it.Data, &ad); err != nil {
+			return nil, err
+		}
+		u := id.UserID(strings.TrimPrefix(it.PK, "user#"))
+		if out[u] == nil {
+			out[u] = map[string]json.RawMessage{}
+		}
+		out[u][strings.TrimPrefix(it.SK, "ad#_#")] = ad.Content
+	}
+	return out, nil
 }
