@@ -21,8 +21,9 @@ func (a *API) Versions(r *httpapi.Request) (any, error) {
 	return map[string]any{
 		"versions": SpecVersions,
 		"unstable_features": map[string]bool{
-			"org.matrix.msc3814": true, // dehydrated devices (dehydrated.go)
-			"org.matrix.msc4222": true, // use_state_after / state_after in /sync (v1.16)
+			"org.matrix.msc3814":            true, // dehydrated devices (dehydrated.go)
+			"org.matrix.msc4222":            true, // use_state_after / state_after in /sync (v1.16)
+			"org.matrix.simplified_msc3575": true, // simplified sliding sync, MSC4186 (core/slidingsync)
 		},
 	}, nil
 }

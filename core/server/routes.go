@@ -180,6 +180,8 @@ func (s *Server) routes() []h.Route {
 
 		// Sync, filters, account data, ephemeral events, to-device.
 		{Method: http.MethodGet, Path: cv3 + "/sync", Function: FnSync, Auth: h.AuthRequired, Handle: s.syncAPI.Sync},
+		// Simplified sliding sync, MSC4186 (sliding.go): Element X's sync.
+		{Method: http.MethodPost, Path: "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync", Function: FnSync, Auth: h.AuthRequired, Handle: s.sliding.Serve},
 		{Method: http.MethodGet, Path: cv3 + "/events", Function: FnSync, Auth: h.AuthRequired, Handle: s.peekAPI.Events}, // peeking (peek.go): a long-poll too
 		{Method: http.MethodPost, Path: cv3 + "/user/{userId}/filter", Function: FnUserData, Auth: h.AuthRequired, Handle: s.userDataAPI.PostFilter},
 		{Method: http.MethodGet, Path: cv3 + "/user/{userId}/filter/{filterId}", Function: FnUserData, Auth: h.AuthRequired, Handle: s.userDataAPI.GetFilter},

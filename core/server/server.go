@@ -24,6 +24,7 @@ import (
 	"github.com/cirrus-matrix/cirrus/core/queue"
 	"github.com/cirrus-matrix/cirrus/core/rooms"
 	"github.com/cirrus-matrix/cirrus/core/signing"
+	"github.com/cirrus-matrix/cirrus/core/slidingsync"
 	"github.com/cirrus-matrix/cirrus/core/table"
 	"maunium.net/go/mautrix/id"
 )
@@ -104,6 +105,8 @@ type Server struct {
 	// SSO login (sso.go) and peeking with GET /events (peek.go).
 	ssoAPI  *clientapi.SSOAPI
 	peekAPI *clientapi.PeekAPI
+	// Simplified sliding sync, MSC4186 (sliding.go).
+	sliding *slidingsync.Service
 }
 
 // New builds the server.
@@ -143,7 +146,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		roomsAPI: roomsAPI,
 		discoveryAPI: &clientapi.DiscoveryAPI{ServerName: cfg.Client.ServerName, Cfg: cfg.Discovery,
 			T: d.Table, Rooms: rs, Accounts: acc, Now: d.Now, RoomsAPI: roomsAPI},
-	}).withKeys().withMedia().withFederation().withSync().withPush().withFederatedE2EE().withAppServices().withSearch().withSSO().withPeek(), nil
+	}).withKeys().withMedia().withFederation().withSync().withPush().withFederatedE2EE().withAppServices().withSearch().withSSO().withPeek().withSlidingSync(), nil
 }
 
 // Fanout is the fan-out worker: handlers registered on it run once (at
