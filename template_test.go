@@ -94,6 +94,8 @@ var parameterSamples = map[string][]string{
 	"PublicBaseUrl":      {"https://matrix.example.org"},
 	"WellKnownServer":    {"matrix.example.org:443"},
 	"LocalEndpointUrl":   {"http://localstack:4566"},
+	"MediaUploadOrigin":  {"https://upload.example.org"},
+	"SyncOrigin":         {"https://sync.example.org"},
 }
 
 // Runtime settings every function must end up with (Globals or its own).
@@ -369,6 +371,30 @@ func TestTemplateRoutesMatchRouteTable(t *testing.T) {
 				continue
 			}
 			served[key] = servedRoute{name, evName}
+		}
+	}
+
+	// Routes written in the API's DefinitionBody (the upload routes, which
+	// the MediaUploadOrigin parameter can send to an upload origin): with
+	// the default parameters each must invoke its function.
+	params, err := f.tmpl.ParamValues(map[string]any{"ServerName": sampleServerNames[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dr := range f.tmpl.DefinitionRoutes(f.apiID) {
+		key := dr.Method + " " + dr.Path
+		in, err := f.tmpl.ResolveIntegration(dr.Integration, &deploycheck.Env{Params: params})
+		switch {
+		case err != nil:
+			t.Errorf("%s DefinitionBody %s: %v", f.apiID, key, err)
+		case in.Type != "aws_proxy" || in.Function == "" || in.PayloadFormatVersion != "2.0":
+			t.Errorf("%s DefinitionBody %s: with the default parameters it must invoke a function (aws_proxy, payload 2.0), not %+v", f.apiID, key, in)
+		default:
+			if prev, dup := served[key]; dup {
+				t.Errorf("%s DefinitionBody routes %s, already served by %s event %s", f.apiID, key, prev.fn, prev.event)
+				continue
+			}
+			served[key] = servedRoute{in.Function, "DefinitionBody"}
 		}
 	}
 

@@ -165,3 +165,41 @@ func TestCleanups(t *testing.T) {
 		t.Errorf("cleanups ran as %v, want [2 1 3 4]", order)
 	}
 }
+
+// TestCostModelSyncOrigin: with the long-polls on a sync origin host, the
+// held wall time becomes the host's fixed price and the /sync requests
+// cost API Gateway but no Lambda; the rest is unchanged.
+func TestCostModelSyncOrigin(t *testing.T) {
+	in := CostInputs{
+		Send:     &OpCounts{Calls: 6, RRU: 4, WRU: 10, WallMS: 2},
+		SyncIdle: &OpCounts{RRU: 20, WallMS: 5},
+		SyncHeld: &OpCounts{RRU: 182, WallMS: 25000},
+		SyncWake: &OpCounts{RRU: 150, WallMS: 8},
+	}
+	origin := DefaultParams
+	origin.SyncOrigin = true
+	lam, host := Cost(ReferenceCommunity, in, PriceTable, DefaultParams), Cost(ReferenceCommunity, in, PriceTable, origin)
+	byItem := func(r CostReport) map[string]CostLine {
+		m := map[string]CostLine{}
+		for _, l := range r.Lines {
+			m[l.Item] = l
+		}
+		return m
+	}
+	l, h := byItem(lam), byItem(host)
+	if _, ok := h["/sync long-polls held (wall time)"]; ok {
+		t.Error("the sync origin still pays Lambda for held long-polls")
+	}
+	hl := h["sync origin host (SyncOrigin), fixed"]
+	if !near(hl.Total, PriceTable.HostPerMonth) || math.Abs(PriceTable.HostPerMonth-6.716) > 0.01 {
+		t.Errorf("host line %+v (host price %v)", hl, PriceTable.HostPerMonth)
+	}
+	q, lq := h["/sync requests (wake-ups + empty returns)"], l["/sync requests (wake-ups + empty returns)"]
+	if q.Lambda != 0 || !near(q.HTTPAPI, lq.HTTPAPI) || !near(q.Dynamo, lq.Dynamo) || !near(q.Total, lq.Total-lq.Lambda) {
+		t.Errorf("proxied sync requests %+v (on Lambda %+v)", q, lq)
+	}
+	held := l["/sync long-polls held (wall time)"].Total
+	if want := lam.Total - held - lq.Lambda + PriceTable.HostPerMonth; !near(host.Total, want) {
+		t.Errorf("total with the origin %v, want %v", host.Total, want)
+	}
+}

@@ -19,6 +19,10 @@ type Prices struct {
 	S3PutPer1k          float64 `json:"s3_put_per_thousand"`
 	S3GetPer1k          float64 `json:"s3_get_per_thousand"`
 	SQSPerMRequests     float64 `json:"sqs_per_million_requests"`
+	// HostPerMonth is a small always-on host for an origin (SyncOrigin):
+	// EC2 t4g.nano on demand ($0.0042/h) plus its public IPv4 address
+	// ($0.005/h), 730 h a month.
+	HostPerMonth float64 `json:"host_per_month"`
 }
 
 // PriceTable is the table in force.
@@ -33,6 +37,7 @@ var PriceTable = Prices{
 	S3PutPer1k:          0.005,
 	S3GetPer1k:          0.0004,
 	SQSPerMRequests:     0.40,
+	HostPerMonth:        730 * (0.0042 + 0.005),
 }
 
 // ModelParams are the model's assumptions that are not prices. Each one is
@@ -51,6 +56,11 @@ type ModelParams struct {
 	// users send (they reach us as inbound transactions); every local
 	// message goes to every remote server (an upper bound).
 	RemoteShare float64 `json:"remote_message_share"`
+	// SyncOrigin prices the deployment whose long-polls go to an
+	// all-in-one on a small host (the template's SyncOrigin): the host's
+	// fixed price instead of Lambda's held wall time, and the /sync
+	// requests cost API Gateway but no Lambda.
+	SyncOrigin bool `json:"sync_origin"`
 }
 
 // DefaultParams are the assumptions in force.
@@ -139,6 +149,7 @@ type CostLine struct {
 	Dynamo  float64 `json:"dynamodb_usd"`
 	Queue   float64 `json:"sqs_usd"`
 	Storage float64 `json:"s3_usd"`
+	Host    float64 `json:"host_usd"`
 	Total   float64 `json:"total_usd"`
 }
 
@@ -158,7 +169,7 @@ func (p Prices) price(l *CostLine) {
 	l.Dynamo = l.RRU*p.DynamoPerMRRU/1e6 + l.WRU*p.DynamoPerMWRU/1e6
 	l.Queue = l.SQS * p.SQSPerMRequests / 1e6
 	l.Storage = l.S3Puts*p.S3PutPer1k/1e3 + l.S3Gets*p.S3GetPer1k/1e3
-	l.Total = l.Lambda + l.HTTPAPI + l.Dynamo + l.Queue + l.Storage
+	l.Total = l.Lambda + l.HTTPAPI + l.Dynamo + l.Queue + l.Storage + l.Host
 }
 
 // billedSeconds is a request's Lambda duration: its measured time plus a
@@ -206,11 +217,29 @@ func Cost(w Workload, in CostInputs, p Prices, m ModelParams) CostReport {
 	}
 	add(sl)
 
+	// addProxied adds a line for requests API Gateway proxies to the sync
+	// origin: HTTP API requests, no Lambda.
+	addProxied := func(l CostLine) {
+		p.price(&l)
+		l.Total -= l.Lambda
+		l.Lambda = 0
+		r.Lines = append(r.Lines, l)
+		r.Total += l.Total
+	}
+
 	// /sync: each connected client holds one long-poll all the time, and
-	// Lambda bills the wall time it is held.
-	add(CostLine{Item: "/sync long-polls held (wall time)", Status: StatusModel,
-		GBSeconds: w.ConnectedClients * secondsPerMonth * m.gb(),
-		Basis:     "clients connected × seconds/month × function memory: one /sync always open per connected client"})
+	// Lambda bills the wall time it is held; a sync origin holds them all
+	// for its host's price.
+	addSync := add
+	if m.SyncOrigin {
+		addSync = addProxied
+		add(CostLine{Item: "sync origin host (SyncOrigin), fixed", Status: StatusModel, Host: p.HostPerMonth,
+			Basis: "an all-in-one holding every long-poll: EC2 t4g.nano on demand + its public IPv4 address, 730 h; whatever the clients"})
+	} else {
+		add(CostLine{Item: "/sync long-polls held (wall time)", Status: StatusModel,
+			GBSeconds: w.ConnectedClients * secondsPerMonth * m.gb(),
+			Basis:     "clients connected × seconds/month × function memory: one /sync always open per connected client"})
+	}
 
 	// /sync requests: one per wake-up (assume every message reaches every
 	// connected client: an upper bound) and one each time a long-poll
@@ -233,7 +262,10 @@ func Cost(w Workload, in CostInputs, p Prices, m ModelParams) CostReport {
 		ql.Status = StatusModel
 		ql.Basis += "; DynamoDB units per sync not measured yet (no /sync)"
 	}
-	add(ql)
+	if m.SyncOrigin {
+		ql.Basis += "; through API Gateway to the sync origin, no Lambda"
+	}
+	addSync(ql)
 
 	// While a long-poll waits, a Lambda watches the streams for writes by
 	// other instances: what that reads per held second is the held request's

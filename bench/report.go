@@ -223,8 +223,11 @@ func costReports(a *awsResult, workers []string) []CostReport {
 	in.FedOut, in.FedIn, in.LocalSend = conv(opFedOut), conv(opFedIn), conv(opSend)
 	in.Fanout = conv(opFanoutBig)
 	in.Download = conv(opDownload)
+	withOrigin := DefaultParams
+	withOrigin.SyncOrigin = true
 	return []CostReport{
 		Cost(ReferenceCommunity, in, PriceTable, DefaultParams),
+		Cost(ReferenceCommunity, in, PriceTable, withOrigin),
 		Cost(IdleServer, in, PriceTable, DefaultParams),
 	}
 }
@@ -316,7 +319,11 @@ func evaluateTargets(r *results) []targetRow {
 		if !c.Complete {
 			v += " (lower bound: parts not measured yet)"
 		}
-		t = append(t, targetRow{"reference community ≤ $5/month", fmt.Sprintf("$%.2f", c.Total), v})
+		name := "reference community ≤ $5/month"
+		if c.Params.SyncOrigin {
+			name += ", long-polls on a sync origin host"
+		}
+		t = append(t, targetRow{name, fmt.Sprintf("$%.2f", c.Total), v})
 	}
 	return t
 }
@@ -376,7 +383,11 @@ func printReport(w io.Writer, r *results) {
 		row("", "", "")
 	}
 	for _, c := range r.Cost {
-		row(fmt.Sprintf("COST: %s ($/month)", c.Workload.Name), fmt.Sprintf("$%.2f", c.Total), costCaption(c))
+		name := c.Workload.Name
+		if c.Params.SyncOrigin {
+			name += ", long-polls on a sync origin host"
+		}
+		row(fmt.Sprintf("COST: %s ($/month)", name), fmt.Sprintf("$%.2f", c.Total), costCaption(c))
 		for _, l := range c.Lines {
 			v := fmt.Sprintf("$%.2f", l.Total)
 			if l.Status == StatusNotMeasured || l.Status == StatusNoRate {
@@ -443,6 +454,7 @@ func costParts(c CostReport, l CostLine) string {
 	add("DynamoDB", l.Dynamo)
 	add("SQS", l.Queue)
 	add("S3", l.Storage)
+	add("host", l.Host)
 	s := strings.Join(parts, ", ")
 	if s == "" {
 		s = "$0.00"

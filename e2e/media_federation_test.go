@@ -12,7 +12,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +24,7 @@ import (
 	mfed "maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/cirrus-matrix/cirrus/core/media"
 	"github.com/cirrus-matrix/cirrus/core/media/mediatest"
 	"github.com/cirrus-matrix/cirrus/internal/testenv"
 )
@@ -143,9 +146,14 @@ func TestMediaFederationDownload(t *testing.T) {
 			t.Fatalf("unknown remote media: %d %s", r.status, r.body)
 		}
 
-		// With A stopped, everything comes from B's cache.
+		// With A stopped, everything comes from B's cache, and thumbnail
+		// sizes never asked for are made from the cached original.
 		a.Stop()
 		check("from the cache")
+		th := mediaDo(t, b.HTTP, "GET", remoteThumb(b, mxc, 90, 90, "crop"), bob.AccessToken, nil, nil)
+		if img, _ := decodeImage(t, th); img.Bounds().Size() != (image.Point{96, 96}) {
+			t.Fatalf("new box from the cached original: %v, want 96x96", img.Bounds().Size())
+		}
 		// Not cached and A unreachable: 502.
 		r = mediaDo(t, b.HTTP, "GET", b.URL+"/_matrix/client/v1/media/download/"+a.Name+"/othermedia", bob.AccessToken, nil, nil)
 		if r.status != 502 || r.json["errcode"] != "M_UNKNOWN" {
@@ -391,5 +399,115 @@ func TestMediaFederationUnreachableAndSlow(t *testing.T) {
 	}
 	if took := time.Since(start); took > 5*time.Second {
 		t.Fatalf("timeout_ms=400 took %s", took)
+	}
+}
+
+// lambdaFedServer starts a server on the lambda engine (each function built
+// on its own over the DynamoDB, SQS and S3 stand-ins, reached through the
+// API Gateway stand-in) and serves that same API over HTTPS on loopback
+// under its server name, so other servers federate with it as with a
+// deployment behind API Gateway.
+func lambdaFedServer(t *testing.T) (string, *testenv.Env) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "localhost:" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	env := testenv.Start(t, "lambda", map[string]string{
+		"CIRRUS_SERVER_NAME":                    name,
+		"CIRRUS_FEDERATION_TLS_SKIP_VERIFY":     "true",
+		"CIRRUS_FEDERATION_ALLOW_PRIVATE_ADDRS": "true",
+		"CIRRUS_FEDERATION_REQUEST_TIMEOUT":     "20s",
+		// What the Media function runs with in Lambda.
+		"CIRRUS_MEDIA_DIRECT_LIMIT_BYTES": strconv.Itoa(media.LambdaPayloadLimit),
+	})
+	gw, err := url.Parse(env.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(gw) }, Transport: env.HTTP.Transport}
+	ts := &httptest.Server{Listener: ln, Config: &http.Server{Handler: front}}
+	ts.StartTLS()
+	t.Cleanup(ts.Close)
+	return name, env
+}
+
+// Federation media with a Lambda deployment on either side: its Media
+// function fetches another server's media over federation (small, and
+// large enough to be cached in S3 and redirected), makes thumbnails from
+// the cached original, and serves its own media to the other server.
+func TestMediaFederationLambda(t *testing.T) {
+	a := testenv.StartFederation(t, 1, nil)[0]
+	bName, b := lambdaFedServer(t)
+	alice := fedUser(t, a, "alice")
+	bob := register(t, b, "bob", "pw")
+	hc := mediaHTTP(b)
+	thumb := func(mxc id.ContentURI, w, h int, method string) string {
+		return fmt.Sprintf("%s/_matrix/client/v1/media/thumbnail/%s/%s?width=%d&height=%d&method=%s", b.URL, mxc.Homeserver, mxc.FileID, w, h, method)
+	}
+	download := func(mxc id.ContentURI) string {
+		return b.URL + "/_matrix/client/v1/media/download/" + mxc.Homeserver + "/" + mxc.FileID
+	}
+
+	// A's media through B's Media function.
+	pic := mediatest.PNG(400, 300)
+	pmxc := fedUpload(t, a, alice.AccessToken, "image/png", "cat.png", pic)
+	r := mediaDo(t, hc, "GET", download(pmxc), bob.AccessToken, nil, nil)
+	if r.status != 200 || !bytes.Equal(r.body, pic) {
+		t.Fatalf("remote download through the Media function: %d %.200s", r.status, r.body)
+	}
+	checkServingHeaders(t, r.header, "image/png", `inline; filename="cat.png"`)
+	if img, _ := decodeImage(t, mediaDo(t, hc, "GET", thumb(pmxc, 30, 30, "crop"), bob.AccessToken, nil, nil)); img.Bounds().Size() != (image.Point{32, 32}) {
+		t.Fatalf("remote thumbnail: %v", img.Bounds().Size())
+	}
+	// Over the Lambda payload limit: cached in S3, bob redirected there.
+	big := randomBytes(media.LambdaPayloadLimit + 1<<20)
+	bmxc := fedUpload(t, a, alice.AccessToken, "video/mp4", "clip.mp4", big)
+	first := mediaDo(t, noRedirects(hc), "GET", download(bmxc), bob.AccessToken, nil, nil)
+	if first.status != 307 || first.header.Get("Location") == "" {
+		t.Fatalf("large remote media through the Media function: %d %q %.200s", first.status, first.header.Get("Location"), first.body)
+	}
+	if r := mediaDo(t, hc, "GET", download(bmxc), bob.AccessToken, nil, nil); r.status != 200 || !bytes.Equal(r.body, big) {
+		t.Fatalf("following the redirect: %d, %d bytes", r.status, len(r.body))
+	}
+
+	// B's media through A: B's federation media endpoint is a Lambda too.
+	doc := []byte("notes from the lambda side")
+	r = mediaDo(t, hc, "POST", b.URL+"/_matrix/media/v3/upload?filename=notes.txt", bob.AccessToken, doc, map[string]string{"Content-Type": "text/plain"})
+	if r.status != 200 {
+		t.Fatalf("upload on B: %d %s", r.status, r.body)
+	}
+	dmxc, err := id.ParseContentURI(r.json["content_uri"].(string))
+	if err != nil || dmxc.Homeserver != bName {
+		t.Fatalf("content_uri %v: %v", r.json, err)
+	}
+	r = mediaDo(t, a.HTTP, "GET", remoteDownload(a, dmxc), alice.AccessToken, nil, nil)
+	if r.status != 200 || !bytes.Equal(r.body, doc) {
+		t.Fatalf("B's media through A: %d %.200s", r.status, r.body)
+	}
+	_, hdr, body := multipartMedia(t, fedMedia(t, a, bName, "download", dmxc.FileID, nil))
+	if hdr["Content-Type"] != "text/plain" || !bytes.Equal(body, doc) {
+		t.Fatalf("B's federation media endpoint: %v %q", hdr, body)
+	}
+
+	// A gone: cached media and new thumbnail sizes still work (made from
+	// the cached original), uncached media does not.
+	a.Stop()
+	if r := mediaDo(t, hc, "GET", download(pmxc), bob.AccessToken, nil, nil); r.status != 200 || !bytes.Equal(r.body, pic) {
+		t.Fatalf("cached remote media with A gone: %d", r.status)
+	}
+	for _, tc := range []struct {
+		w, h   int
+		method string
+		want   image.Point
+	}{{90, 90, "crop", image.Pt(96, 96)}, {300, 200, "scale", image.Pt(320, 240)}} {
+		if img, _ := decodeImage(t, mediaDo(t, hc, "GET", thumb(pmxc, tc.w, tc.h, tc.method), bob.AccessToken, nil, nil)); img.Bounds().Size() != tc.want {
+			t.Fatalf("%dx%d %s with A gone: %v, want %v", tc.w, tc.h, tc.method, img.Bounds().Size(), tc.want)
+		}
+	}
+	r = mediaDo(t, hc, "GET", b.URL+"/_matrix/client/v1/media/download/"+a.Name+"/neverfetched", bob.AccessToken, nil, nil)
+	if r.status != 502 || r.json["errcode"] != "M_UNKNOWN" {
+		t.Fatalf("uncached media of a stopped server: %d %s", r.status, r.body)
 	}
 }

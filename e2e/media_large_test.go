@@ -3,13 +3,24 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"io"
+	"log/slog"
+	"maps"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/cirrus-matrix/cirrus/core/media"
+	"github.com/cirrus-matrix/cirrus/infra/app"
+	"github.com/cirrus-matrix/cirrus/infra/config"
 	"github.com/cirrus-matrix/cirrus/internal/testenv"
 )
 
@@ -142,4 +153,97 @@ func TestMediaUploadURL(t *testing.T) {
 			t.Fatalf("invalid media id: %v", err)
 		}
 	})
+}
+
+// uploadFront stands in for API Gateway with MediaUploadOrigin set: the
+// two upload routes go to the origin, everything else to the functions.
+type uploadFront struct {
+	origin, functions http.Handler
+	toOrigin          *atomic.Int32
+}
+
+func (f uploadFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	if r.Method == http.MethodPost && p == "/_matrix/media/v3/upload" ||
+		r.Method == http.MethodPut && strings.HasPrefix(p, "/_matrix/media/v3/upload/") && strings.Count(p, "/") == 6 {
+		f.toOrigin.Add(1)
+		f.origin.ServeHTTP(w, r)
+		return
+	}
+	f.functions.ServeHTTP(w, r)
+}
+
+// A Lambda deployment with an upload origin: an all-in-one process on the
+// same table, bucket and queues takes the upload routes, so standard
+// uploads above the Lambda limit work; /config says how much. Without the
+// origin, /config keeps to the Lambda limit even with MSC3870 upload URLs
+// on (standard clients cannot use them).
+func TestMediaUploadOrigin(t *testing.T) {
+	ctx := context.Background()
+	lambdaVars := map[string]string{"CIRRUS_MEDIA_DIRECT_LIMIT_BYTES": strconv.Itoa(media.LambdaPayloadLimit), "CIRRUS_MEDIA_UPLOAD_URLS": "true"}
+	plain := testenv.Start(t, "lambda", lambdaVars)
+	alice := register(t, plain, "alice", "pw")
+	r := mediaDo(t, plain.HTTP, "GET", plain.URL+"/_matrix/client/v1/media/config", alice.AccessToken, nil, nil)
+	if r.json["m.upload.size"] != float64(media.LambdaPayloadLimit) {
+		t.Fatalf("config on Lambda with upload URLs: %s", r.body)
+	}
+
+	// The origin: an all-in-one on the same resources, without the Lambda
+	// limit (built here so it shares the S3 stand-in of the functions).
+	lambdaVars["CIRRUS_MEDIA_UPLOAD_ORIGIN"] = "https://upload.cirrus.test"
+	fns := testenv.Start(t, "lambda", lambdaVars)
+	originVars := maps.Clone(fns.Vars)
+	delete(originVars, "CIRRUS_MEDIA_DIRECT_LIMIT_BYTES")
+	delete(originVars, "CIRRUS_MEDIA_UPLOAD_ORIGIN")
+	cfg, err := config.Load(func(k string) string { return originVars[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	origin, err := app.Build(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { origin.Close() })
+	gw, _ := url.Parse(fns.URL)
+	var toOrigin atomic.Int32
+	front := httptest.NewServer(uploadFront{
+		toOrigin:  &toOrigin,
+		origin:    origin.Server.Handler(),
+		functions: &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(gw) }, Transport: fns.HTTP.Transport},
+	})
+	t.Cleanup(front.Close)
+	env := &testenv.Env{URL: front.URL, HTTP: front.Client(), Vars: fns.Vars}
+	bob := register(t, env, "bob", "pw")
+	hc := mediaHTTP(env)
+
+	r = mediaDo(t, hc, "GET", env.URL+"/_matrix/client/v1/media/config", bob.AccessToken, nil, nil)
+	if r.json["m.upload.size"] != float64(media.ProxiedUploadLimit) {
+		t.Fatalf("config with an upload origin: %s", r.body)
+	}
+	// 6 MiB: more than a Lambda request carries, less than API Gateway's 10 MB.
+	data := randomBytes(6<<20 + 3)
+	mxc := uploadMXC(t, env, bob.AccessToken, "video/mp4", "clip.mp4", data)
+	r = mediaDo(t, hc, "GET", env.URL+downloadPath(mxc), bob.AccessToken, nil, nil)
+	if r.status != 200 || !bytes.Equal(r.body, data) {
+		t.Fatalf("download (Media function, redirected to S3) of the origin's upload: %d, %d bytes", r.status, len(r.body))
+	}
+	// Async: /create on the Media function, the bytes to the origin.
+	bc := mediaClient(env, bob)
+	created, err := bc.CreateMXC(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data2 := randomBytes(5<<20 + 1)
+	r = mediaDo(t, hc, "PUT", env.URL+"/_matrix/media/v3/upload/"+created.ContentURI.Homeserver+"/"+created.ContentURI.FileID+"?filename=b.bin", bob.AccessToken, data2,
+		map[string]string{"Content-Type": "application/octet-stream"})
+	if r.status != 200 {
+		t.Fatalf("async upload through the origin: %d %s", r.status, r.body)
+	}
+	r = mediaDo(t, hc, "GET", env.URL+downloadPath(created.ContentURI), bob.AccessToken, nil, nil)
+	if r.status != 200 || !bytes.Equal(r.body, data2) {
+		t.Fatalf("download of the async upload: %d, %d bytes", r.status, len(r.body))
+	}
+	if n := toOrigin.Load(); n != 2 {
+		t.Fatalf("%d requests reached the origin, want the 2 uploads", n)
+	}
 }

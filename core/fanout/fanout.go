@@ -422,6 +422,20 @@ func (w *Worker) Wake(ctx context.Context, pos int64) error {
 	return w.Q.Send(ctx, queue.Message{Body: body, Group: WakeGroup, DedupID: "pos-" + strconv.FormatInt(pos, 10)})
 }
 
+// WakeSweep queues a wake-up that names no event (a scheduled sweep): the
+// queue's consumer then drains whatever the stream holds past the cursor,
+// in order, as for any wake-up. At most one per minute is kept by the
+// queue's deduplication.
+func (w *Worker) WakeSweep(ctx context.Context) error {
+	if w.Q == nil {
+		w.Kick()
+		return nil
+	}
+	body, _ := json.Marshal(wakeMsg{})
+	minute := strconv.FormatInt(w.now().Unix()/60, 10)
+	return w.Q.Send(ctx, queue.Message{Body: body, Group: WakeGroup, DedupID: "sweep-" + minute})
+}
+
 // OnPersist is the room engine hook: it sends the wake-up for ev (errors
 // are logged; the periodic sweep and the next event's wake-up cover a lost
 // message).

@@ -310,3 +310,61 @@ func TestHandleReportsFailures(t *testing.T) {
 		t.Fatalf("failed ids %v after recovery", got)
 	}
 }
+
+// sentQueue keeps what is sent to it.
+type sentQueue struct {
+	mu   sync.Mutex
+	sent []queue.Message
+}
+
+func (q *sentQueue) Send(_ context.Context, m ...queue.Message) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.sent = append(q.sent, m...)
+	return nil
+}
+func (q *sentQueue) Receive(context.Context, int, time.Duration) ([]queue.Received, error) {
+	return nil, nil
+}
+func (q *sentQueue) Delete(context.Context, string) error                       { return nil }
+func (q *sentQueue) SetVisibility(context.Context, string, time.Duration) error { return nil }
+
+// TestSweepDrainsEventsWithoutWakeUps: events whose wake-up messages were
+// lost are handled once a sweep's wake-up arrives; sweeps within a minute
+// share a deduplication id.
+func TestSweepDrainsEventsWithoutWakeUps(t *testing.T) {
+	f := newFixture(t, "bolt")
+	ctx := context.Background()
+	q := &sentQueue{}
+	w := f.worker()
+	w.Q = q
+	now := time.Unix(1_000_000, 0)
+	w.Now = func() time.Time { return now }
+	var rec recorder
+	w.Register("x", rec.handle)
+	for _, n := range []string{"a", "b", "c"} {
+		f.persist(t, n) // committed, but no wake-up is ever sent
+	}
+	if err := w.WakeSweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(10 * time.Second)
+	if err := w.WakeSweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(q.sent) != 2 || q.sent[0].DedupID != q.sent[1].DedupID || q.sent[0].Group != fanout.WakeGroup {
+		t.Fatalf("sweep messages %+v: want two with one dedup id in the wake group", q.sent)
+	}
+	msgs := []queue.Received{{ID: "s1", Body: q.sent[0].Body}}
+	if failed := w.Handle(ctx, msgs); len(failed) != 0 {
+		t.Fatalf("failed %v", failed)
+	}
+	if len(rec.order) != 3 {
+		t.Fatalf("handled %v after the sweep, want the 3 events", rec.order)
+	}
+	now = now.Add(time.Minute)
+	_ = w.WakeSweep(ctx)
+	if q.sent[2].DedupID == q.sent[0].DedupID {
+		t.Fatal("a sweep a minute later has the same dedup id")
+	}
+}

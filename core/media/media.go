@@ -55,6 +55,11 @@ const (
 	// event and answer are each limited to 6 MB, API Gateway base64-encodes
 	// binary bodies (4/3 larger) and the headers take some room too.
 	LambdaPayloadLimit = 4 << 20
+	// ProxiedUploadLimit is the most an upload can carry when API Gateway
+	// passes it to an upload origin (UploadOrigin) with its HTTP proxy:
+	// an HTTP API refuses bodies over 10 MB (a quota that cannot be
+	// raised), whichever way a megabyte is counted this is below it.
+	ProxiedUploadLimit = 9<<20 + 512<<10
 )
 
 // Config is the content repository's settings.
@@ -99,6 +104,12 @@ type Config struct {
 	// can carry still arrive (see upload_url.go). Needs a store that can
 	// presign (S3).
 	UploadURLs bool
+	// UploadOrigin is the all-in-one server that API Gateway sends the
+	// upload routes to instead of this (Lambda) process (the template's
+	// MediaUploadOrigin; "" when uploads come here). Uploads then never
+	// pass through this process, so they are bounded by the proxy
+	// (ProxiedUploadLimit) instead of DirectLimit.
+	UploadOrigin string
 }
 
 func (c *Config) setDefaults() {
@@ -119,11 +130,28 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// UploadLimit is the largest upload a client can make here: the configured
-// maximum, or less when the transport (Lambda) cannot carry it.
+// UploadLimit is the largest upload a standard client can make here, which
+// /config advertises as m.upload.size: the configured maximum, or less when
+// the way uploads arrive cannot carry it.
+//
+//   - Uploads routed to an upload origin pass API Gateway's HTTP proxy, so
+//     they are bounded by its payload quota (ProxiedUploadLimit).
+//   - Otherwise, uploads through a Lambda function are bounded by its
+//     payload limit (DirectLimit): a larger request is refused by API
+//     Gateway/Lambda before Cirrus runs, with a bare 413 no client
+//     understands, so advertising more would only turn a clear "file too
+//     large" in the client into a failed upload.
+//   - MSC3870 upload URLs (UploadURLs) raise nothing here: only clients
+//     that speak MSC3870 use them, m.upload.size is read by every client,
+//     and MSC3870 defines no limit of its own. Its uploads are bounded by
+//     MaxUploadBytes (checked at /complete).
 func (c Config) UploadLimit() int64 {
-	if c.DirectLimit > 0 && c.DirectLimit < c.MaxUploadBytes {
-		return c.DirectLimit
+	transport := c.DirectLimit
+	if c.UploadOrigin != "" {
+		transport = ProxiedUploadLimit
+	}
+	if transport > 0 && transport < c.MaxUploadBytes {
+		return transport
 	}
 	return c.MaxUploadBytes
 }

@@ -282,12 +282,18 @@ func boxName(b Box, animated bool) string {
 }
 
 // RemoteThumbnail returns a thumbnail of remote media for a request of w×h
-// by method: the remote server's thumbnail for the box Cirrus would pick
-// (ChooseBox), fetched once and cached per box. legacy asks for the
-// deprecated unauthenticated endpoints' rules (the freeze).
+// by method. When the original is already cached here and is an image this
+// server can thumbnail, the thumbnail is made from it exactly as for local
+// media (Thumbnail): no request leaves the server. Otherwise it is the
+// remote server's thumbnail for the box Cirrus would pick (ChooseBox),
+// fetched once and cached per box. legacy asks for the deprecated
+// unauthenticated endpoints' rules (the freeze).
 func (s *Service) RemoteThumbnail(ctx context.Context, server, mediaID string, w, h int, method string, animated bool, wait time.Duration, allowRemote, legacy bool) (*Content, error) {
 	if err := CheckAddress(server, mediaID); err != nil {
 		return nil, err
+	}
+	if c, ok, err := s.thumbnailFromCache(ctx, server, mediaID, w, h, method, animated, legacy); ok || err != nil {
+		return c, err
 	}
 	b := ChooseBox(w, h, method)
 	name := boxName(b, animated)
@@ -350,4 +356,35 @@ func (s *Service) RemoteThumbnail(ctx context.Context, server, mediaID string, w
 	}
 	return &Content{Key: tr.Blob, Size: tr.Size, ContentType: tr.ContentType, Filename: thumbName(tr.ContentType),
 		ETag: `"` + tr.SHA256 + `"`}, nil
+}
+
+// thumbnailFromCache makes a thumbnail of remote media from its cached
+// original, when there is one and it is an image within the decoding
+// limit. ok is false when the caller should ask the remote server instead:
+// nothing cached, not an image Cirrus decodes, or the local attempt failed
+// on the image itself (the remote may still manage, e.g. a format its
+// decoder knows).
+func (s *Service) thumbnailFromCache(ctx context.Context, server, mediaID string, w, h int, method string, animated, legacy bool) (c *Content, ok bool, err error) {
+	rec, err := s.get(ctx, server, mediaID)
+	if errors.Is(err, table.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	if !s.Thumbnailable(rec) {
+		return nil, false, nil
+	}
+	if legacy && !s.LegacyAllowed(rec) {
+		return nil, true, httpapi.NotFound("media not found: use the authenticated endpoints under /_matrix/client/v1/media")
+	}
+	c, err = s.Thumbnail(ctx, rec, w, h, method, animated)
+	if err != nil {
+		if e, known := httpapi.AsError(err); known && e.Status < 500 && ctx.Err() == nil {
+			s.log.Debug("media: no thumbnail from the cached original; asking its server", "media", rec.MXC(), "err", err)
+			return nil, false, nil
+		}
+		return nil, true, err
+	}
+	return c, true, nil
 }

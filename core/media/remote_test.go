@@ -3,6 +3,8 @@ package media
 import (
 	"bytes"
 	"context"
+	"image"
+	"image/color"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -214,6 +216,79 @@ func TestRemoteLeaseAcrossProcesses(t *testing.T) {
 			// One fetch of the media, one of the thumbnail box.
 			if n := ff.calls.Load(); n != 2 {
 				t.Fatalf("%d fetches by 12 processes, want 2", n)
+			}
+		})
+	}
+}
+
+// With the original cached, a remote thumbnail is made here like a local
+// one; the remote's thumbnail endpoint is asked only when the cached
+// original cannot be thumbnailed (or is not cached).
+func TestRemoteThumbnailFromCachedOriginal(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name      string
+		cfg       Config
+		data      []byte
+		ct        string
+		legacy    bool
+		wantFetch int32 // thumbnail fetches after the original was cached
+		wantSize  image.Point
+		wantCode  string
+	}{
+		{name: "png made locally", data: mediatest.PNG(400, 300), ct: "image/png", wantSize: image.Pt(32, 32)},
+		{name: "jpeg made locally", data: mediatest.JPEG(640, 480), ct: "image/jpeg", wantSize: image.Pt(32, 32)},
+		{name: "gif made locally", data: mediatest.GIF(100, 100, 3), ct: "image/gif", wantSize: image.Pt(32, 32)},
+		{name: "webp made locally", data: mediatest.WebP(200, 100, color.NRGBA{R: 200, A: 255}), ct: "image/webp", wantSize: image.Pt(32, 32)},
+		{name: "not an image: remote thumbnail", data: []byte("plain text"), ct: "text/plain", wantFetch: 1},
+		{name: "over the pixel limit: remote thumbnail", cfg: Config{MaxThumbnailPixels: 1000}, data: mediatest.PNG(400, 300), ct: "image/png", wantFetch: 1},
+		{name: "legacy endpoint after the freeze", data: mediatest.PNG(400, 300), ct: "image/png", legacy: true, wantCode: "M_NOT_FOUND"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, tc.cfg)
+			ff := &fakeFetcher{data: tc.data, ct: tc.ct}
+			f.s.SetFetcher(ff)
+			if _, err := f.s.Lookup(ctx, "other.example", "abc", time.Second, true); err != nil {
+				t.Fatal(err)
+			}
+			before := ff.calls.Load()
+			c, err := f.s.RemoteThumbnail(ctx, "other.example", "abc", 30, 30, MethodCrop, false, time.Second, true, tc.legacy)
+			if got := ff.calls.Load() - before; got != tc.wantFetch {
+				t.Fatalf("%d remote thumbnail requests, want %d", got, tc.wantFetch)
+			}
+			if tc.wantCode != "" {
+				if e, ok := httpapi.AsError(err); !ok || e.Code != tc.wantCode {
+					t.Fatalf("got %v, want %s", err, tc.wantCode)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.wantFetch > 0 {
+				if ff.lastReq.Thumb == nil {
+					t.Fatalf("the fallback asked for the media, not a thumbnail: %+v", ff.lastReq)
+				}
+				return
+			}
+			rc, err := f.s.Open(ctx, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rc.Close()
+			img, _, err := image.Decode(rc)
+			if err != nil {
+				t.Fatalf("thumbnail (%s) does not decode: %v", c.ContentType, err)
+			}
+			if img.Bounds().Size() != tc.wantSize {
+				t.Fatalf("thumbnail is %v, want %v", img.Bounds().Size(), tc.wantSize)
+			}
+			// Asked again: the cached thumbnail, still no remote request.
+			if _, err := f.s.RemoteThumbnail(ctx, "other.example", "abc", 30, 30, MethodCrop, false, time.Second, false, false); err != nil {
+				t.Fatal(err)
+			}
+			if n := ff.calls.Load() - before; n != 0 {
+				t.Fatalf("%d remote requests for a repeated thumbnail", n)
 			}
 		})
 	}

@@ -84,6 +84,22 @@ func extension(format string) string {
 	return format
 }
 
+// Thumbnailable reports whether Cirrus can make thumbnails of r: a ready
+// image whose header was read at upload (or when cached) in a format it
+// decodes, within the decoding limit.
+func (s *Service) Thumbnailable(r *Record) bool {
+	info := r.Image
+	if r.State != StateReady || info == nil || !isImageType(r.ContentType) {
+		return false
+	}
+	switch info.Format {
+	case "jpeg", "png", "gif", "webp":
+	default:
+		return false
+	}
+	return int64(info.Width)*int64(info.Height) <= s.cfg.MaxThumbnailPixels
+}
+
 // Thumbnail returns a thumbnail of r for a request of w×h by method. When
 // the image already fits the chosen box, the original is the thumbnail
 // (Cirrus never scales up). An animated thumbnail is made only when asked

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cirrus-matrix/cirrus/core/blob"
 	"github.com/cirrus-matrix/cirrus/core/httpapi"
+	"github.com/cirrus-matrix/cirrus/core/resources"
 	"github.com/cirrus-matrix/cirrus/core/table"
 )
 
@@ -23,12 +24,13 @@ import (
 // carries the bytes, so the size limit is MaxUploadBytes, not the payload
 // limit. The URL cannot bound the length (S3 signs only an exact one), so
 // an oversized object is deleted at completion; objects never completed
-// should be expired by a bucket lifecycle rule on incoming/.
+// are expired by the bucket's lifecycle rule on incoming/ (template.yaml,
+// from core/resources).
 
 // uploadTTLMax is the longest a presigned URL may live (S3: 7 days).
 const uploadTTLMax = 7 * 24 * time.Hour
 
-func incomingKey(mediaID string) string { return "incoming/" + mediaID }
+func incomingKey(mediaID string) string { return resources.MediaIncomingPrefix + mediaID }
 
 // uploadURL presigns the PUT for a reservation, valid until it expires.
 func (s *Service) uploadURL(ctx context.Context, r *Record) (string, error) {

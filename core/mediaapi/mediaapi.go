@@ -12,8 +12,10 @@
 // such way out: the spec gives the upload endpoints no redirect, and API
 // Gateway/Lambda refuse a request body over ~6 MB before Cirrus runs, so on
 // Lambda uploads are limited to media.LambdaPayloadLimit (advertised in
-// /config); the all-in-one process has no such limit. Clients that speak
-// MSC3870 get an upload URL from /create and upload straight to S3.
+// /config); the all-in-one process has no such limit, and a deployment can
+// send the upload routes to one (MediaUploadOrigin in template.yaml).
+// Clients that speak MSC3870 get an upload URL from /create and upload
+// straight to S3.
 //
 // federation.go serves our media to other servers (multipart/mixed).
 package mediaapi
@@ -149,7 +151,8 @@ func (a *API) CompleteUpload(r *httpapi.Request) (any, error) {
 }
 
 // Config is GET /_matrix/client/v1/media/config (and the legacy
-// /_matrix/media/v3/config): the upload limit clients can actually use.
+// /_matrix/media/v3/config): the upload limit a standard client can
+// actually use here (media.Config.UploadLimit says why).
 func (a *API) Config(r *httpapi.Request) (any, error) {
 	return map[string]int64{"m.upload.size": a.Media.Config().UploadLimit()}, nil
 }

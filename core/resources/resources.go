@@ -74,3 +74,20 @@ var Queues = []queue.Spec{FederationQueue, FanoutQueue, AppServiceQueue}
 
 // MediaBucket is the default S3 bucket name (CIRRUS_MEDIA_BUCKET overrides it).
 const MediaBucket = "cirrus-media"
+
+// The media bucket's rules, which template.yaml declares.
+const (
+	// MediaIncomingPrefix is where MSC3870 upload URLs (core/media,
+	// upload_url.go) put an upload's bytes until the client's /complete
+	// moves them under their content key and deletes them.
+	MediaIncomingPrefix = "incoming/"
+	// MediaIncomingExpiryDays: objects still under MediaIncomingPrefix
+	// after this many days belong to uploads never completed (the
+	// reservation they were made for lasts a day) and are deleted by a
+	// lifecycle rule.
+	MediaIncomingExpiryDays = 1
+)
+
+// MediaCORSMethods are the methods browsers use on the bucket's presigned
+// URLs: GET/HEAD for redirected downloads, PUT for MSC3870 upload URLs.
+var MediaCORSMethods = []string{"GET", "HEAD", "PUT"}

@@ -56,9 +56,13 @@ func run() error {
 		go func() { errc <- fed.ListenAndServeTLS("", "") }()
 		log.Info("federation listening", "addr", "https://"+cfg.FederationListenAddr)
 	}
-	go a.RunFederationSender(ctx)
-	go a.RunFanout(ctx)
-	go a.RunAppServiceSender(ctx)
+	if cfg.Workers {
+		go a.RunFederationSender(ctx)
+		go a.RunFanout(ctx)
+		go a.RunAppServiceSender(ctx)
+	} else {
+		log.Info("queue workers off (CIRRUS_WORKERS=false): the Lambda workers consume the queues")
+	}
 	select {
 	case err := <-errc:
 		if !errors.Is(err, http.ErrServerClosed) {

@@ -19,8 +19,15 @@ func (a *App) RunFanout(ctx context.Context) {
 // event stream per SQS batch; when it stops at a failing event every
 // message of the batch is reported as a batch item failure (hidden until
 // the event's retry is due), otherwise Lambda deletes them.
+//
+// An invocation without records is the scheduled sweep (an EventBridge
+// event decodes to an empty batch): it queues a wake-up, so the queue's
+// one consumer drains in order, rather than draining beside it.
 func (a *App) HandleFanoutSQS(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
 	var resp events.SQSEventResponse
+	if len(ev.Records) == 0 {
+		return resp, a.Server.Fanout().WakeSweep(ctx)
+	}
 	msgs := make([]queue.Received, 0, len(ev.Records))
 	for _, r := range ev.Records {
 		n, _ := strconv.Atoi(r.Attributes["ApproximateReceiveCount"])

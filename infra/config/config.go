@@ -6,6 +6,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -57,6 +58,11 @@ type Config struct {
 	// it with a new key, keeping it in old_verify_keys. Set it to the
 	// current key's id; later starts find another key and do nothing.
 	RotateSigningKeyFrom string
+	// Workers (CIRRUS_WORKERS, default on) runs the queue workers (fan-out,
+	// federation and application service senders) in the all-in-one. Off,
+	// it only serves HTTP: an origin beside a Lambda deployment, whose
+	// worker functions consume the queues.
+	Workers bool
 }
 
 // minSharedSecretLen is the shortest CIRRUS_REGISTRATION_SHARED_SECRET
@@ -158,6 +164,12 @@ func Load(get Getenv) (*Config, error) {
 		return nil, err
 	}
 	c.Server.BcryptCost = int(bc)
+	if c.Workers, err = boolVar(get, "CIRRUS_WORKERS", true); err != nil {
+		return nil, err
+	}
+	if !c.Workers && c.Storage != StorageAWS {
+		return nil, fmt.Errorf("CIRRUS_WORKERS=false needs CIRRUS_STORAGE=aws (with the embedded store nothing else would run the workers)")
+	}
 	limits, err := boolVar(get, "CIRRUS_RATE_LIMITS", true)
 	if err != nil {
 		return nil, err
@@ -233,6 +245,25 @@ func loadMedia(get Getenv, m *media.Config) error {
 	// (Lambda): they are the only way to upload more than it there.
 	if m.UploadURLs, err = boolVar(get, "CIRRUS_MEDIA_UPLOAD_URLS", m.DirectLimit > 0); err != nil {
 		return err
+	}
+	// The all-in-one that API Gateway proxies the upload routes to (the
+	// template's MediaUploadOrigin): only its effect on /config matters here.
+	m.UploadOrigin = strings.TrimSpace(get("CIRRUS_MEDIA_UPLOAD_ORIGIN"))
+	if err := checkOrigin(m.UploadOrigin); err != nil {
+		return fmt.Errorf("CIRRUS_MEDIA_UPLOAD_ORIGIN: %w", err)
+	}
+	return nil
+}
+
+// checkOrigin accepts "" or an origin: http(s)://host[:port], nothing after.
+func checkOrigin(s string) error {
+	if s == "" {
+		return nil
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil ||
+		u.Path != "" || u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(s, "?") || strings.HasSuffix(s, "#") {
+		return fmt.Errorf("%q is not an origin like https://upload.example.org (scheme and host only, no path)", s)
 	}
 	return nil
 }

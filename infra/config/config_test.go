@@ -3,6 +3,8 @@ package config
 import (
 	"strings"
 	"testing"
+
+	"github.com/cirrus-matrix/cirrus/core/media"
 )
 
 func TestLoad(t *testing.T) {
@@ -46,6 +48,12 @@ func TestLoad(t *testing.T) {
 		}},
 		{name: "short shared secret", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_REGISTRATION_SHARED_SECRET": "short"}, wantErr: "CIRRUS_REGISTRATION_SHARED_SECRET"},
 		{name: "missing server name", env: map[string]string{}, wantErr: "CIRRUS_SERVER_NAME"},
+		{name: "workers on by default", env: base, check: func(t *testing.T, c *Config) {
+			if !c.Workers {
+				t.Fatal("the all-in-one must run its workers unless told not to")
+			}
+		}},
+		{name: "workers off needs aws", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_WORKERS": "false"}, wantErr: "CIRRUS_WORKERS"},
 		{name: "bad server name", env: map[string]string{"CIRRUS_SERVER_NAME": "bad name"}, wantErr: "CIRRUS_SERVER_NAME"},
 		{name: "bad listen", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_LISTEN_ADDR": "8008"}, wantErr: "CIRRUS_LISTEN_ADDR"},
 		{name: "bad storage", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_STORAGE": "postgres"}, wantErr: "CIRRUS_STORAGE"},
@@ -81,6 +89,13 @@ func TestLoad(t *testing.T) {
 				t.Fatal("CIRRUS_MEDIA_UPLOAD_URLS=false ignored")
 			}
 		}},
+		{name: "upload origin", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "AWS_LAMBDA_FUNCTION_NAME": "cirrus-Media", "CIRRUS_MEDIA_UPLOAD_ORIGIN": "https://upload.a.org:8443"}, check: func(t *testing.T, c *Config) {
+			if m := c.Server.Media; m.UploadOrigin != "https://upload.a.org:8443" || m.UploadLimit() != media.ProxiedUploadLimit {
+				t.Fatalf("with an upload origin: %+v, limit %d", m, m.UploadLimit())
+			}
+		}},
+		{name: "upload origin with a path", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_MEDIA_UPLOAD_ORIGIN": "https://upload.a.org/media"}, wantErr: "CIRRUS_MEDIA_UPLOAD_ORIGIN"},
+		{name: "upload origin without scheme", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_MEDIA_UPLOAD_ORIGIN": "upload.a.org"}, wantErr: "CIRRUS_MEDIA_UPLOAD_ORIGIN"},
 		{name: "bad upload URLs", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_MEDIA_UPLOAD_URLS": "maybe"}, wantErr: "CIRRUS_MEDIA_UPLOAD_URLS"},
 		{name: "bad max upload", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_MAX_UPLOAD_BYTES": "lots"}, wantErr: "CIRRUS_MAX_UPLOAD_BYTES"},
 		{name: "zero max upload", env: map[string]string{"CIRRUS_SERVER_NAME": "a.org", "CIRRUS_MAX_UPLOAD_BYTES": "0"}, wantErr: "CIRRUS_MAX_UPLOAD_BYTES"},

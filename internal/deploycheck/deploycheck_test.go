@@ -315,3 +315,56 @@ Resources:
 		t.Errorf("got %#v\nwant %#v", got, want)
 	}
 }
+
+func TestDefinitionRoutes(t *testing.T) {
+	tm := mustParse(t, `
+Parameters:
+  Origin: {Type: String, Default: ""}
+Conditions:
+  HasOrigin: !Not [!Equals [!Ref Origin, ""]]
+Resources:
+  Api:
+    Type: AWS::Serverless::HttpApi
+    Properties:
+      DefinitionBody:
+        openapi: 3.0.1
+        paths:
+          /up/{id}:
+            parameters: []
+            put:
+              x-amazon-apigateway-integration: !If
+                - HasOrigin
+                - {type: http_proxy, httpMethod: PUT, uri: !Sub "${Origin}/up/{id}", payloadFormatVersion: "1.0"}
+                - {type: aws_proxy, httpMethod: POST, uri: !Sub "arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2015-03-31/functions/${Fn.Arn}/invocations", payloadFormatVersion: "2.0"}
+          /up:
+            post:
+              x-amazon-apigateway-integration: {type: aws_proxy, httpMethod: POST, uri: !Sub "arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2015-03-31/functions/${Fn.Arn}/invocations"}
+  Fn: {Type: AWS::Serverless::Function}
+`)
+	routes := tm.DefinitionRoutes("Api")
+	if len(routes) != 2 || routes[0].Method != "POST" || routes[0].Path != "/up" || routes[1].Method != "PUT" || routes[1].Path != "/up/{id}" {
+		t.Fatalf("routes %+v", routes)
+	}
+	for _, tc := range []struct {
+		origin string
+		want   Integration
+	}{
+		{"", Integration{Type: "aws_proxy", Method: "POST", URI: "arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/getatt:Fn.Arn/invocations", PayloadFormatVersion: "2.0", Function: "Fn"}},
+		{"https://up.example.org", Integration{Type: "http_proxy", Method: "PUT", URI: "https://up.example.org/up/{id}", PayloadFormatVersion: "1.0"}},
+	} {
+		params, err := tm.ParamValues(map[string]any{"Origin": tc.origin})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := tm.ResolveIntegration(routes[1].Integration, &Env{Params: params})
+		if err != nil || got != tc.want {
+			t.Errorf("origin %q: %+v, %v; want %+v", tc.origin, got, err, tc.want)
+		}
+	}
+	if _, err := tm.ResolveIntegration(map[string]any{"type": "aws_proxy"}, &Env{}); err == nil {
+		t.Error("an integration without uri resolved")
+	}
+	if tm.DefinitionRoutes("Nope") != nil {
+		t.Error("routes of a missing API")
+	}
+}

@@ -32,7 +32,8 @@ type list []any
 type flow []any
 
 // tagged is a short-form intrinsic function: !Ref X, !GetAtt X.Arn,
-// !Sub "…", !If [c, a, b]. value is a string or a flow.
+// !Sub "…", !If [c, a, b]. value is a string, a flow, or a list (printed
+// as a block sequence, for arguments that are mappings).
 type tagged struct {
 	tag   string
 	value any
@@ -159,6 +160,24 @@ func (p *printer) entry(indent int, head string, v any) error {
 				return fmt.Errorf("[%d]: %w", i, err)
 			}
 		}
+		return nil
+	case tagged:
+		if l, ok := x.value.(list); ok {
+			// A function whose arguments are not all scalars (!If with
+			// mappings): the tag, then the arguments as a block sequence.
+			p.line(indent, head+" "+x.tag)
+			for i, e := range l {
+				if err := p.entry(indent+2, "-", e); err != nil {
+					return fmt.Errorf("%s[%d]: %w", x.tag, i, err)
+				}
+			}
+			return nil
+		}
+		s, err := inline(x)
+		if err != nil {
+			return err
+		}
+		p.line(indent, head+" "+s)
 		return nil
 	case folded:
 		lines := wrap(string(x), wrapWidth-indent-2)

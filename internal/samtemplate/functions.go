@@ -38,6 +38,9 @@ type Function struct {
 	// BatchSize is how many messages a worker gets at once (default, and
 	// the most for a FIFO queue, queue.MaxBatch).
 	BatchSize int
+	// Schedule, for a worker, also invokes it on this EventBridge schedule
+	// ("rate(5 minutes)") with an event that has no SQS records: a sweep.
+	Schedule string
 }
 
 const (
@@ -94,7 +97,10 @@ var Functions = map[string]Function{
 		Description: "push rules, notifications, unread counts, push gateways and other per-event work (FanoutQueue, one message group)",
 		Queue:       &resources.FanoutQueue,
 		Why: "Timeout: half the queue's visibility timeout, so a batch ends before its messages could come back; " +
-			"the cursor in the table is saved after every read of the stream, so a cut-off drain loses nothing.",
+			"the cursor in the table is saved after every read of the stream, so a cut-off drain loses nothing. " +
+			"Schedule: a sweep every 5 minutes queues a wake-up, so an event whose own wake-up message was lost " +
+			"(a process that died between commit and send) waits minutes, not until the next event.",
+		Schedule: "rate(5 minutes)",
 	},
 	"AppserviceSender": {
 		Description: "pushes events to application services (AppServiceQueue, one message group per service)",

@@ -254,6 +254,14 @@ func TestWorker(t *testing.T) {
 		t.Errorf("worker has no SQSPollerPolicy on %s", queueID(q))
 	}
 
+	// A schedule adds a second event: the sweep.
+	in.Settings = map[string]Function{"FanoutWorker": {Queue: &q, Schedule: "rate(5 minutes)"}}
+	_, tm = generate(t, in)
+	sweep := deploycheck.Map(events(tm, "FanoutWorker")["Sweep"])
+	if sweep["Type"] != "Schedule" || deploycheck.Map(sweep["Properties"])["Schedule"] != "rate(5 minutes)" {
+		t.Errorf("sweep event %v", sweep)
+	}
+
 	// A worker cannot outlast its queue's visibility timeout.
 	in.Settings = map[string]Function{"FanoutWorker": {Queue: &q, Timeout: int(q.VisibilityTimeout.Seconds()) + 1}}
 	res, _ = generate(t, in)

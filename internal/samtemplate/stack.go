@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cirrus-matrix/cirrus/core/queue"
+	"github.com/cirrus-matrix/cirrus/core/resources"
 	"github.com/cirrus-matrix/cirrus/internal/deploycheck"
 )
 
@@ -88,9 +89,13 @@ var parameterList = []parameter{
 	}},
 }
 
-func parameters() mapping {
+func (g *generator) parameters() mapping {
 	m := mapping{}
 	for _, p := range parameterList {
+		m.add(p.name, p.body)
+	}
+	for _, o := range g.usedOrigins() {
+		p := o.parameter()
 		m.add(p.name, p.body)
 	}
 	return m
@@ -110,11 +115,15 @@ func rules() mapping {
 	}
 }
 
-func conditions() mapping {
-	return mapping{
+func (g *generator) conditions() mapping {
+	m := mapping{
 		{key: "HasPublicBaseUrl", value: tagged{"!Not", flow{equals(ref("PublicBaseUrl"), "")}}},
 		{key: "HasLocalEndpoint", value: tagged{"!Not", flow{equals(ref("LocalEndpointUrl"), "")}}},
 	}
+	for _, o := range g.usedOrigins() {
+		m.add(o.Condition, tagged{"!Not", flow{equals(ref(o.Param), "")}})
+	}
+	return m
 }
 
 // globals holds what every function shares. Memory and timeout are set on
@@ -150,28 +159,38 @@ func globals() mapping {
 
 func (g *generator) resources(fns []*function) mapping {
 	m := mapping{}
+	apiProps := mapping{
+		{key: "Description", value: "Cirrus Matrix client and federation API"},
+		{key: "FailOnWarnings", value: true},
+	}
+	if g.hasProxied() {
+		apiProps.add("DefinitionBody", g.definitionBody())
+	}
 	api := m.add(APIID, mapping{
 		{key: "Type", value: "AWS::Serverless::HttpApi"},
-		{key: "Properties", value: mapping{
-			{key: "Description", value: "Cirrus Matrix client and federation API"},
-			{key: "FailOnWarnings", value: true},
-		}},
+		{key: "Properties", value: apiProps},
 	})
 	api.comment = "One HTTP API for the client and federation endpoints. The functions set the CORS headers and " +
 		"answer OPTIONS themselves, so no CORS configuration here: preflights match no route and go to the $default route."
+	if g.hasProxied() {
+		api.comment += " The DefinitionBody holds only the routes an origin parameter (" + originParams(g.usedOrigins()) +
+			") can move: to the origin when it is set, else to their function; SAM adds every event's route to it."
+	}
 
 	for _, fn := range fns {
 		f := m.add(fn.name, g.function(fn))
 		f.comment = g.functionComment(fn)
 		f.gap = true
 	}
+	g.proxiedPermissions(&m)
 
 	t := m.add(TableID, tableResource())
 	t.comment = "The one table (core/resources.Table). Kept when the stack is deleted."
 	t.gap = true
 
 	b := m.add(BucketID, bucketResource())
-	b.comment = "Media. Private; browsers upload and download through presigned URLs, hence the CORS rule. Kept when the stack is deleted."
+	b.comment = "Media. Private; browsers upload and download through presigned URLs, hence the CORS rule; " +
+		"bytes of upload URLs never completed (" + resources.MediaIncomingPrefix + ") expire. Kept when the stack is deleted."
 	b.gap = true
 
 	bp := m.add(BucketPolicyID, bucketPolicyResource())
@@ -225,11 +244,12 @@ func (g *generator) function(fn *function) mapping {
 	if n := fn.settings.ReservedConcurrency; n > 0 {
 		props.add("ReservedConcurrentExecutions", n)
 	}
-	if len(fn.settings.Environment) > 0 {
-		vars := mapping{}
-		for _, v := range sortedKeys(fn.settings.Environment) {
-			vars.add(v, ref(fn.settings.Environment[v]))
-		}
+	vars := mapping{}
+	for _, v := range sortedKeys(fn.settings.Environment) {
+		vars.add(v, ref(fn.settings.Environment[v]))
+	}
+	vars = append(vars, g.originEnvironment(fn)...)
+	if len(vars) > 0 {
 		props.add("Environment", mapping{{key: "Variables", value: vars}})
 	}
 	props.add("Policies", policies(fn))
@@ -279,6 +299,12 @@ func (g *generator) events(fn *function) mapping {
 				{key: "FunctionResponseTypes", value: flow{"ReportBatchItemFailures"}},
 			}},
 		})
+		if fn.settings.Schedule != "" {
+			ev.add("Sweep", mapping{
+				{key: "Type", value: "Schedule"},
+				{key: "Properties", value: mapping{{key: "Schedule", value: fn.settings.Schedule}}},
+			})
+		}
 		return ev
 	}
 	if fn.name == g.in.Default {
@@ -359,19 +385,37 @@ func bucketResource() mapping {
 				mapping{{key: "ServerSideEncryptionByDefault", value: mapping{{key: "SSEAlgorithm", value: "AES256"}}}},
 			}}}},
 			{key: "CorsConfiguration", value: mapping{{key: "CorsRules", value: list{mapping{
-				{key: "AllowedMethods", value: flow{"GET", "HEAD", "PUT"}},
+				{key: "AllowedMethods", value: corsMethods()},
 				{key: "AllowedOrigins", value: flow{quoted("*")}},
 				{key: "AllowedHeaders", value: flow{quoted("*")}},
 				{key: "ExposedHeaders", value: flow{"ETag", "Content-Length", "Content-Type", "Content-Disposition"}},
 				{key: "MaxAge", value: 3600},
 			}}}}},
-			{key: "LifecycleConfiguration", value: mapping{{key: "Rules", value: list{mapping{
-				{key: "Id", value: "AbortIncompleteUploads"},
-				{key: "Status", value: "Enabled"},
-				{key: "AbortIncompleteMultipartUpload", value: mapping{{key: "DaysAfterInitiation", value: 1}}},
-			}}}}},
+			{key: "LifecycleConfiguration", value: mapping{{key: "Rules", value: list{
+				mapping{
+					{key: "Id", value: "AbortIncompleteUploads"},
+					{key: "Status", value: "Enabled"},
+					{key: "AbortIncompleteMultipartUpload", value: mapping{{key: "DaysAfterInitiation", value: 1}}},
+				},
+				// Bytes PUT to an MSC3870 upload URL whose upload was
+				// never completed.
+				mapping{
+					{key: "Id", value: "ExpireUncompletedUploads"},
+					{key: "Status", value: "Enabled"},
+					{key: "Prefix", value: resources.MediaIncomingPrefix},
+					{key: "ExpirationInDays", value: resources.MediaIncomingExpiryDays},
+				},
+			}}}},
 		}},
 	}
+}
+
+func corsMethods() flow {
+	f := flow{}
+	for _, m := range resources.MediaCORSMethods {
+		f = append(f, m)
+	}
+	return f
 }
 
 func bucketPolicyResource() mapping {
