@@ -9,6 +9,7 @@ import (
 
 	"github.com/cirrus-matrix/cirrus/core/filter"
 	"github.com/cirrus-matrix/cirrus/core/rooms"
+	"github.com/cirrus-matrix/cirrus/core/table"
 )
 
 // Exported wrappers over /sync internals for simplified sliding sync
@@ -102,3 +103,13 @@ func (s *Service) StrippedState(ctx context.Context, ev *rooms.Event) ([]json.Ra
 	l, err := r.strippedState(ctx, ev)
 	return l.Events, err
 }
+
+// SignalKeys are the wake-up items a waiting request of u polls: the global
+// one and the user's own (nil when the Notifier bumps none or the Waker
+// cannot watch them). Read them strongly before reading the streams, then
+// hand the values to WatchSignals in a WatchSet.
+func (s *Service) SignalKeys(u id.UserID) []table.Key { return s.signalKeys(u) }
+
+// SignalOfUser reports whether a counter's writers bump the user's own
+// wake-up item (account data, to-device inboxes) rather than the global one.
+func SignalOfUser(k Kind) bool { return k == KindAccountData || k == KindToDevice }

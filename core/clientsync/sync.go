@@ -294,7 +294,7 @@ func (s *Service) sinceState(ctx context.Context, req *Request, st streams, keys
 		// user's with their account data and to-device inboxes.
 		sc := make([][]int, 2)
 		for i, k := range kinds {
-			if k == KindAccountData || k == KindToDevice {
+			if SignalOfUser(k) {
 				sc[1] = append(sc[1], i)
 			} else {
 				sc[0] = append(sc[0], i)

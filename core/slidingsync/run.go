@@ -56,6 +56,11 @@ type run struct {
 	more       bool
 	scanned    int
 	typingDue  *time.Time
+	// signals and seen are the wake-up items a wait polls and their
+	// values read before the streams were (nil: the waker polls the
+	// counters instead).
+	signals []table.Key
+	seen    []int64
 
 	adRefs      []userdata.AccountDataRef
 	receipts    []ephemeral.Receipt

@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"slices"
 	"strconv"
 	"time"
 
@@ -182,7 +183,13 @@ func (s *Service) Handle(ctx context.Context, c *Call) (*Response, error) {
 		defer sub.Close()
 	}
 	deadline := s.now().Add(timeout)
+	if timeout > 0 {
+		r.signals = s.Sync.SignalKeys(c.User)
+	}
 	for {
+		if err := r.readSignals(ctx); err != nil {
+			return nil, err
+		}
 		if err := r.scan(ctx); err != nil {
 			return nil, err
 		}
@@ -235,9 +242,24 @@ func (r *run) wait(ctx context.Context, sub *clientsync.Subscription, deadline t
 	defer cancel()
 	polled := make(chan struct{}, 1)
 	if w := r.s.Sync.Waker; w != nil {
-		keys, heads := r.watched()
+		keys, heads, ofUser := r.watched()
+		watch := w.Watch
+		if sw, ok := w.(clientsync.SignalWaker); ok && r.seen != nil {
+			// Poll the two wake-up items; only the counters their writers
+			// move are read when one does.
+			sc := make([][]int, 2)
+			for i := range keys {
+				if ofUser[i] {
+					sc[1] = append(sc[1], i)
+				} else {
+					sc[0] = append(sc[0], i)
+				}
+			}
+			ws := &clientsync.WatchSet{Counters: keys, Heads: heads, Signals: r.signals, Seen: slices.Clone(r.seen), SignalCounters: sc}
+			watch = func(ctx context.Context, _ []table.Key, _ []int64) ([]int, error) { return sw.WatchSignals(ctx, ws) }
+		}
 		go func() {
-			moved, err := w.Watch(wctx, keys, heads)
+			moved, err := watch(wctx, keys, heads)
 			if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 				r.s.log().Warn("sliding sync: watching stream counters", "err", err)
 			}
@@ -259,24 +281,49 @@ func (r *run) wait(ctx context.Context, sub *clientsync.Subscription, deadline t
 }
 
 // watched are the counters a waiting request watches, with the positions
-// it has read up to.
-func (r *run) watched() ([]table.Key, []int64) {
+// it has read up to, and whether each one's writers bump the user's own
+// wake-up item (else the global one).
+func (r *run) watched() ([]table.Key, []int64, []bool) {
 	s := r.s
 	t := r.st.Tok
 	keys := []table.Key{s.Rooms.Events.CounterKey(), s.UserData.AccountDataStream(r.me).CounterKey(),
 		s.Ephemeral.Receipts.CounterKey(), s.Ephemeral.Typing.CounterKey()}
 	heads := []int64{t.Events, t.AccountData, t.Receipts, t.Typing}
+	ofUser := []bool{false, clientsync.SignalOfUser(clientsync.KindAccountData), false, false}
 	if r.toDeviceOn() {
 		keys = append(keys, s.Ephemeral.ToDeviceStream(r.me, r.c.Device).CounterKey())
 		heads = append(heads, r.tdNext)
+		ofUser = append(ofUser, clientsync.SignalOfUser(clientsync.KindToDevice))
 	}
 	if un := s.Sync.UnreadChanges; un != nil {
 		keys = append(keys, un.CounterKey())
 		heads = append(heads, t.Unread)
+		ofUser = append(ofUser, false)
 	}
 	if s.Sync.DeviceLists != nil && s.Sync.DeviceListCounter.PK != "" && on(r.c.Req.Extensions.E2EE) {
 		keys = append(keys, s.Sync.DeviceListCounter)
 		heads = append(heads, t.DeviceLists)
+		ofUser = append(ofUser, false)
 	}
-	return keys, heads
+	return keys, heads, ofUser
+}
+
+// readSignals reads the wake-up items (strongly) before the streams are
+// read, so a write after that read moves them past what is recorded.
+func (r *run) readSignals(ctx context.Context) error {
+	if len(r.signals) == 0 {
+		return nil
+	}
+	items, err := r.s.T.GetMany(ctx, r.signals)
+	if err != nil {
+		return err
+	}
+	seen := make([]int64, len(r.signals))
+	for _, it := range items {
+		if i := slices.Index(r.signals, it.Key()); i >= 0 {
+			seen[i] = it.Num
+		}
+	}
+	r.seen = seen
+	return nil
 }
