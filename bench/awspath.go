@@ -556,8 +556,7 @@ func (o *opCost) subtract(x *opCost) {
 	}
 }
 
-// measureEphemeral counts a read receipt and a typing notice, once the
-// server has them.
+// measureEphemeral counts a read receipt and a typing notice.
 func measureEphemeral(ctx context.Context, e *awsEnv, res *awsResult, u *session, room string, events []string) error {
 	c := e.c
 	rp := "/_matrix/client/v3/rooms/" + url.PathEscape(room)
@@ -567,10 +566,6 @@ func measureEphemeral(ctx context.Context, e *awsEnv, res *awsResult, u *session
 		return err
 	}
 	if err := receipt(0); err != nil {
-		if me, ok := err.(*matrixError); ok && me.Status == http.StatusNotFound && me.Code == "M_UNRECOGNIZED" {
-			res.Notes = append(res.Notes, "receipts and typing: not implemented")
-			return nil
-		}
 		return err
 	}
 	oc, err := e.measure(opReceipt, len(events)-1, func(i int) error { return receipt(i + 1) })
@@ -591,10 +586,7 @@ func measureEphemeral(ctx context.Context, e *awsEnv, res *awsResult, u *session
 	return nil
 }
 
-// mediaNotImplemented is reported while the content repository answers 404.
-const mediaNotImplemented = "n/a (media not implemented)"
-
-// measureMedia counts an upload and a download, once the server has media.
+// measureMedia counts an upload and a download.
 func measureMedia(ctx context.Context, e *awsEnv, res *awsResult, alice *session) error {
 	c := e.c
 	body := make([]byte, 64<<10)
@@ -625,12 +617,8 @@ func measureMedia(ctx context.Context, e *awsEnv, res *awsResult, alice *session
 		}
 		return strings.TrimPrefix(out.ContentURI, "mxc://"), nil
 	}
-	// Probe first (not counted): a server without media answers 404.
+	// A first upload (not counted) to download below.
 	first, err := upload()
-	if me, ok := err.(*matrixError); ok && me.Status == http.StatusNotFound && me.Code == "M_UNRECOGNIZED" {
-		res.Notes = append(res.Notes, "media: "+mediaNotImplemented)
-		return nil
-	}
 	if err != nil {
 		return err
 	}

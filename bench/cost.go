@@ -327,7 +327,7 @@ func Cost(w Workload, in CostInputs, p Prices, m ModelParams) CostReport {
 		}
 	} else if w.MediaUploadsPerDay > 0 {
 		add(CostLine{Item: "media uploads and downloads (S3, Media)", Status: StatusNotMeasured,
-			Basis: "media endpoints are not implemented"})
+			Basis: "the AWS path's media measurement did not run"})
 	}
 	if w.ConnectedClients > 0 || w.MessagesPerDay > 0 {
 		for _, x := range []struct {
@@ -335,7 +335,7 @@ func Cost(w Workload, in CostInputs, p Prices, m ModelParams) CostReport {
 			o    *OpCounts
 		}{{"read receipts (ClientUserData)", in.Receipt}, {"typing notices (ClientUserData)", in.Typing}} {
 			if x.o == nil {
-				add(CostLine{Item: x.item, Status: StatusNotMeasured, Basis: "not implemented"})
+				add(CostLine{Item: x.item, Status: StatusNotMeasured, Basis: "the AWS path's measurement did not run"})
 				continue
 			}
 			// Priced per 10,000 requests; each also wakes the room's
