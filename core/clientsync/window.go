@@ -3,7 +3,6 @@ package clientsync
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"time"
 
 	"maunium.net/go/mautrix/id"
@@ -12,7 +11,6 @@ import (
 	"github.com/cirrus-matrix/cirrus/core/filter"
 	"github.com/cirrus-matrix/cirrus/core/rooms"
 	"github.com/cirrus-matrix/cirrus/core/stream"
-	"github.com/cirrus-matrix/cirrus/core/table"
 	"github.com/cirrus-matrix/cirrus/core/userdata"
 )
 
@@ -352,27 +350,8 @@ func (r *run) expireTyping(ctx context.Context) error {
 			return err
 		}
 	}
-	now := r.s.now()
-	w.typingDue = nil
-	for _, ti := range items {
-		if !w.joined(ti.RoomID) {
-			continue
-		}
-		exp := time.UnixMilli(ti.Expires)
-		if !exp.After(now) {
-			if err := r.s.Ephemeral.Expire(ctx, ti); err != nil && !errors.Is(err, table.ErrConflict) {
-				return err
-			}
-			continue
-		}
-		// A little later than the expiry, so that the typist's own refresh
-		// usually wins over the readers' expiry.
-		due := exp.Add(100 * time.Millisecond)
-		if w.typingDue == nil || due.Before(*w.typingDue) {
-			w.typingDue = &due
-		}
-	}
-	return nil
+	w.typingDue, err = r.s.Ephemeral.ExpireDue(ctx, items, w.joined)
+	return err
 }
 
 func (r *run) scanToDevice(ctx context.Context) error {

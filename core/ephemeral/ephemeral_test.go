@@ -188,3 +188,45 @@ func TestToDeviceDeliveryAndAcknowledgement(t *testing.T) {
 		}
 	})
 }
+
+// TestExpireDue: due notices of the rooms in scope are expired (and the
+// change recorded), the next expiry among the rest is reported, and rooms
+// out of scope are left alone.
+func TestExpireDue(t *testing.T) {
+	forEngines(t, func(t *testing.T, s *Service) {
+		ctx := context.Background()
+		start := time.Now().Truncate(time.Millisecond) // the table's TTLs follow the real clock
+		now := start
+		s.Now = func() time.Time { return now }
+		set := func(r id.RoomID, u id.UserID, d time.Duration) {
+			if err := s.SetTyping(ctx, r, u, true, d); err != nil {
+				t.Fatal(err)
+			}
+		}
+		set("!a:x", "@short:x", time.Second)
+		set("!a:x", "@long:x", time.Minute)
+		set("!b:x", "@other:x", time.Second)
+		now = now.Add(2 * time.Second)
+		items, err := s.AllTyping(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		due, err := s.ExpireDue(ctx, items, func(r id.RoomID) bool { return r == "!a:x" })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := start.Add(time.Minute + 100*time.Millisecond); due == nil || !due.Equal(want) {
+			t.Fatalf("next due %v, want %v", due, want)
+		}
+		if u, _ := s.TypingUsers(ctx, "!a:x"); len(u) != 1 || u[0] != "@long:x" {
+			t.Fatalf("typing in !a %v: the expired notice is still there", u)
+		}
+		left, _ := s.AllTyping(ctx)
+		if len(left) != 2 {
+			t.Fatalf("%d items left, want 2 (the out-of-scope room is untouched)", len(left))
+		}
+		if due, _ := s.ExpireDue(ctx, nil, func(id.RoomID) bool { return true }); due != nil {
+			t.Fatalf("nothing typing, due %v", due)
+		}
+	})
+}

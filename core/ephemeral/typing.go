@@ -211,3 +211,28 @@ func (s *Service) typingChanged(ctx context.Context, r id.RoomID) {
 		s.OnTypingChanged(ctx, r)
 	}
 }
+
+// ExpireDue expires those of items (AllTyping's) in rooms for which in
+// answers true whose time has passed, as the reader that notices does (see
+// Expire), and returns when the next of them is due (nil: none): a little
+// after its expiry, so the typist's own refresh usually wins.
+func (s *Service) ExpireDue(ctx context.Context, items []TypingItem, in func(id.RoomID) bool) (*time.Time, error) {
+	now := s.Now()
+	var due *time.Time
+	for _, ti := range items {
+		if !in(ti.RoomID) {
+			continue
+		}
+		exp := time.UnixMilli(ti.Expires)
+		if !exp.After(now) {
+			if err := s.Expire(ctx, ti); err != nil && !errors.Is(err, table.ErrConflict) {
+				return nil, err
+			}
+			continue
+		}
+		if d := exp.Add(100 * time.Millisecond); due == nil || d.Before(*due) {
+			due = &d
+		}
+	}
+	return due, nil
+}

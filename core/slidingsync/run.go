@@ -403,23 +403,8 @@ func (r *run) scanTyping(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	now := r.s.now()
-	r.typingDue = nil
-	for _, ti := range items {
-		if !r.joined(ti.RoomID) {
-			continue
-		}
-		exp := time.UnixMilli(ti.Expires)
-		if !exp.After(now) {
-			if err := r.s.Ephemeral.Expire(ctx, ti); err != nil && !errors.Is(err, table.ErrConflict) {
-				return err
-			}
-			continue
-		}
-		due := exp.Add(100 * time.Millisecond)
-		if r.typingDue == nil || due.Before(*r.typingDue) {
-			r.typingDue = &due
-		}
+	if r.typingDue, err = r.s.Ephemeral.ExpireDue(ctx, items, r.joined); err != nil {
+		return err
 	}
 	_, _, err = r.s.Ephemeral.Typing.ReadEach(ctx, &r.st.Tok.Typing, readBatch, 0, func(e stream.Entry) error {
 		var te ephemeral.TypingEntry
