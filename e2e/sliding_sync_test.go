@@ -221,16 +221,7 @@ func keysOf(m map[id.RoomID]*ssRoom) []id.RoomID {
 // message from another user wakes it well before the timeout.
 func TestSlidingSyncLongPoll(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, env *testenv.Env) {
-		ctx := context.Background()
-		alice := register(t, env, "alice", "pw")
-		bob := register(t, env, "bob", "pw")
-		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
-			t.Fatal(err)
-		}
+		alice, bob, room := aliceAndBobInPublicRoom(t, env)
 		body := allRoomsList(9, 5, [][]string{})
 		r := mustSS(t, env, bob, "", 0, body)
 		// Drain what the setup still causes (counts from the fan-out worker).
@@ -351,15 +342,7 @@ func TestSlidingSyncRoomSubscriptions(t *testing.T) {
 func TestSlidingSyncToDeviceAndE2EE(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, env *testenv.Env) {
 		ctx := context.Background()
-		alice := register(t, env, "alice", "pw")
-		bob := register(t, env, "bob", "pw")
-		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
-			t.Fatal(err)
-		}
+		alice, bob, _ := aliceAndBobInPublicRoom(t, env)
 		bobDev := newOlmDevice(t, bob)
 		if n := bobDev.upload(t, env, 5, true); n != 5 {
 			t.Fatalf("uploaded %d", n)
@@ -534,15 +517,7 @@ func TestSlidingSyncErrors(t *testing.T) {
 func TestSlidingSyncExtensionsAndMembership(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, env *testenv.Env) {
 		ctx := context.Background()
-		alice := register(t, env, "alice", "pw")
-		bob := register(t, env, "bob", "pw")
-		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
-			t.Fatal(err)
-		}
+		alice, bob, room := aliceAndBobInPublicRoom(t, env)
 		if err := bob.SetAccountData(ctx, "org.example.global", map[string]any{"v": 1}); err != nil {
 			t.Fatal(err)
 		}

@@ -438,16 +438,7 @@ func TestSyncLimitedTimelineAndPrevBatch(t *testing.T) {
 // an idle one returns after its timeout.
 func TestSyncLongPoll(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, env *testenv.Env) {
-		ctx := context.Background()
-		alice := register(t, env, "alice", "pw")
-		bob := register(t, env, "bob", "pw")
-		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
-			t.Fatal(err)
-		}
+		alice, bob, room := aliceAndBobInPublicRoom(t, env)
 		since := doSync(t, env, bob, nil).NextBatch
 
 		start := time.Now()
@@ -641,4 +632,21 @@ func TestSyncTokenSurvivesRestart(t *testing.T) {
 	if jr == nil || len(jr.Timeline.Events) != 1 || jr.Timeline.Events[0].EventID != eid {
 		t.Fatalf("after the restart: %v", r.Raw)
 	}
+}
+
+// aliceAndBobInPublicRoom registers alice and bob and joins them both to a
+// public room alice creates.
+func aliceAndBobInPublicRoom(t *testing.T, env *testenv.Env) (alice, bob *mautrix.Client, room *mautrix.RespCreateRoom) {
+	t.Helper()
+	ctx := context.Background()
+	alice = register(t, env, "alice", "pw")
+	bob = register(t, env, "bob", "pw")
+	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	return alice, bob, room
 }
